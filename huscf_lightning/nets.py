@@ -1,0 +1,117 @@
+"""Block networks: a GAN network written as an ordered list of blocks.
+
+Splitting never looks inside a block, so any network written as a `BlockNetwork` can be split
+at block boundaries. The first block receives the class labels (so labels never need to leave
+the client that owns it); every other block maps one tensor to one tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class LabelledBlock(nn.Module):
+    """Base class of a first block: ``forward(x, labels)``; the rest of a network is plain."""
+
+    def forward(self, x: Tensor, labels: Tensor) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class BlockNetwork(nn.Module):
+    """An ordered list of blocks; ``blocks[0]`` takes ``(x, labels)``, the others ``x``.
+
+    Subclass it (or pass a list of modules) to bring your own generator or discriminator.
+    """
+
+    def __init__(self, blocks: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if len(blocks) < 3:
+            raise ValueError(
+                f"A split network needs at least 3 blocks (client head, server, client tail); "
+                f"got {len(blocks)}. Write the network as more blocks (a block is a main layer "
+                f"plus its norm and activation)."
+            )
+        self.blocks = nn.ModuleList(blocks)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    def forward(self, x: Tensor, labels: Tensor) -> Tensor:
+        x = self.blocks[0](x, labels)
+        for block in self.blocks[1:]:
+            x = block(x)
+        return x
+
+
+class _GeneratorInput(LabelledBlock):
+    """Label embedding concatenated to z, then Linear -> BN1d -> ReLU -> view (C, 7, 7)."""
+
+    def __init__(self, z_dim: int, num_classes: int, channels: int, side: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(num_classes, num_classes)
+        self.linear = nn.Linear(z_dim + num_classes, channels * side * side)
+        self.norm = nn.BatchNorm1d(channels * side * side)
+        self.shape = (channels, side, side)
+
+    def forward(self, x: Tensor, labels: Tensor) -> Tensor:
+        h = torch.cat([x, self.embed(labels)], dim=1)
+        h = torch.relu(self.norm(self.linear(h)))
+        return h.view(h.shape[0], *self.shape)
+
+
+class _DiscriminatorInput(LabelledBlock):
+    """Label embedded as a second image channel, then Conv 2->64 k4 s2 p1 -> BN -> LeakyReLU."""
+
+    def __init__(self, num_classes: int, image_side: int, image_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.side = image_side
+        self.embed = nn.Embedding(num_classes, image_side * image_side)
+        self.conv = nn.Conv2d(image_channels + 1, out_channels, 4, 2, 1)
+        self.norm = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: Tensor, labels: Tensor) -> Tensor:
+        label_plane = self.embed(labels).view(x.shape[0], 1, self.side, self.side)
+        h = self.conv(torch.cat([x, label_plane], dim=1))
+        return nn.functional.leaky_relu(self.norm(h), 0.2)
+
+
+def _conv_block(conv: nn.Module, channels: int, act: nn.Module) -> nn.Sequential:
+    return nn.Sequential(conv, nn.BatchNorm2d(channels), act)
+
+
+class ReferenceGenerator(BlockNetwork):
+    """The reference 28x28 conditional generator of METHOD.md: 5 blocks, output in [-1, 1]."""
+
+    def __init__(self, z_dim: int = 100, num_classes: int = 10, image_channels: int = 1) -> None:
+        self.z_dim = z_dim
+        self.num_classes = num_classes
+        super().__init__(
+            [
+                _GeneratorInput(z_dim, num_classes, 256, 7),
+                _conv_block(nn.ConvTranspose2d(256, 128, 4, 2, 1), 128, nn.ReLU()),
+                _conv_block(nn.ConvTranspose2d(128, 128, 3, 1, 1), 128, nn.ReLU()),
+                _conv_block(nn.ConvTranspose2d(128, 64, 4, 2, 1), 64, nn.ReLU()),
+                nn.Sequential(nn.ConvTranspose2d(64, image_channels, 3, 1, 1), nn.Tanh()),
+            ]
+        )
+
+
+class ReferenceDiscriminator(BlockNetwork):
+    """The reference 28x28 conditional discriminator of METHOD.md: 5 blocks, output a probability."""
+
+    def __init__(self, num_classes: int = 10, image_channels: int = 1, image_side: int = 28) -> None:
+        self.num_classes = num_classes
+        lrelu = nn.LeakyReLU(0.2)
+        super().__init__(
+            [
+                _DiscriminatorInput(num_classes, image_side, image_channels, 64),
+                _conv_block(nn.Conv2d(64, 128, 4, 2, 1), 128, lrelu),
+                _conv_block(nn.Conv2d(128, 128, 3, 1, 1), 128, lrelu),
+                _conv_block(nn.Conv2d(128, 256, 4, 2, 1), 256, lrelu),
+                nn.Sequential(nn.Flatten(), nn.Linear(256 * 3 * 3, 1), nn.Sigmoid()),
+            ]
+        )

@@ -1,0 +1,139 @@
+"""Cuts and split plans: where each client's networks are cut into head, server part and tail."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+
+
+class PlanError(ValueError):
+    """A cut or plan that cannot be run; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class Cut:
+    """One client's four cut points: blocks kept on the client at the start and end of G and D.
+
+    For a network of ``n`` blocks a valid (head, tail) has head >= 1, tail >= 1 and
+    head + tail <= n - 1, so the first block (labels) and the last (output, loss) stay on the
+    client and the server runs at least one block.
+    """
+
+    g_head: int
+    g_tail: int
+    d_head: int
+    d_tail: int
+
+    def as_tuple(self) -> tuple[int, int, int, int]:
+        return (self.g_head, self.g_tail, self.d_head, self.d_tail)
+
+    def network(self, net: str) -> tuple[int, int]:
+        """(head, tail) of network ``"G"`` or ``"D"``."""
+        if net == "G":
+            return self.g_head, self.g_tail
+        if net == "D":
+            return self.d_head, self.d_tail
+        raise PlanError(f"Unknown network {net!r}; use 'G' or 'D'.")
+
+
+def valid_head_tails(num_blocks: int) -> list[tuple[int, int]]:
+    """Every valid (head, tail) of an ``num_blocks``-block network, in a fixed order."""
+    return [(h, t) for h in range(1, num_blocks - 1) for t in range(1, num_blocks - h)]
+
+
+def check_head_tail(head: int, tail: int, num_blocks: int, where: str) -> None:
+    """Raise a `PlanError` naming the rule when (head, tail) is not a valid cut of the network."""
+    if num_blocks < 3:
+        raise PlanError(
+            f"{where}: a network of {num_blocks} blocks cannot be split into client head, server "
+            f"part and client tail; it needs at least 3 blocks."
+        )
+    if head < 1 or tail < 1 or head + tail > num_blocks - 1:
+        raise PlanError(
+            f"{where}: cut (head={head}, tail={tail}) is impossible for a {num_blocks}-block network. "
+            f"A cut needs head >= 1, tail >= 1 and head + tail <= {num_blocks - 1} (the server runs "
+            f"at least one block). Valid (head, tail) pairs: {valid_head_tails(num_blocks)}."
+        )
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """The cuts of all clients plus the block counts; validates itself and round-trips JSON."""
+
+    cuts: tuple[Cut, ...]
+    g_blocks: int
+    d_blocks: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cuts", tuple(self.cuts))
+        if not self.cuts:
+            raise PlanError("A split plan needs at least one client.")
+        for i, cut in enumerate(self.cuts):
+            check_head_tail(cut.g_head, cut.g_tail, self.g_blocks, f"client {i}, generator")
+            check_head_tail(cut.d_head, cut.d_tail, self.d_blocks, f"client {i}, discriminator")
+
+    @property
+    def num_clients(self) -> int:
+        return len(self.cuts)
+
+    def __iter__(self) -> Iterator[Cut]:
+        return iter(self.cuts)
+
+    def head_tails(self, net: str) -> list[tuple[int, int]]:
+        """Per-client (head, tail) of network ``"G"`` or ``"D"``."""
+        return [cut.network(net) for cut in self.cuts]
+
+    def num_blocks(self, net: str) -> int:
+        return self.g_blocks if net == "G" else self.d_blocks
+
+    def to_dict(self) -> dict:
+        return {"g_blocks": self.g_blocks, "d_blocks": self.d_blocks, "cuts": [asdict(c) for c in self.cuts]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SplitPlan:
+        try:
+            cuts = tuple(Cut(**c) for c in data["cuts"])
+            return cls(cuts=cuts, g_blocks=int(data["g_blocks"]), d_blocks=int(data["d_blocks"]))
+        except (KeyError, TypeError) as err:
+            raise PlanError(
+                f"Not a split plan ({err}). A plan is JSON with keys 'g_blocks', 'd_blocks' and "
+                f"'cuts' (a list of objects with g_head, g_tail, d_head, d_tail)."
+            ) from err
+
+    @classmethod
+    def from_json(cls, text: str) -> SplitPlan:
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def uniform(cls, cut: Sequence[int], num_clients: int, g_blocks: int, d_blocks: int) -> SplitPlan:
+        """Every client gets the same cut."""
+        return cls(tuple(Cut(*_four(cut)) for _ in range(num_clients)), g_blocks, d_blocks)
+
+    @classmethod
+    def explicit(cls, cuts: Sequence[Sequence[int]], num_clients: int, g_blocks: int, d_blocks: int) -> SplitPlan:
+        """One cut per client, given in order."""
+        if len(cuts) != num_clients:
+            raise PlanError(
+                f"The explicit plan lists {len(cuts)} cuts but there are {num_clients} clients; "
+                f"give exactly one [g_head, g_tail, d_head, d_tail] per client."
+            )
+        return cls(tuple(Cut(*_four(c)) for c in cuts), g_blocks, d_blocks)
+
+    @classmethod
+    def random(cls, num_clients: int, g_blocks: int, d_blocks: int, seed: int) -> SplitPlan:
+        """A seeded random valid cut per client (heterogeneous cuts without a device model)."""
+        rng = random.Random(seed)
+        g_options, d_options = valid_head_tails(g_blocks), valid_head_tails(d_blocks)
+        cuts = tuple(Cut(*rng.choice(g_options), *rng.choice(d_options)) for _ in range(num_clients))
+        return cls(cuts, g_blocks, d_blocks)
+
+
+def _four(cut: Sequence[int]) -> tuple[int, int, int, int]:
+    if len(cut) != 4:
+        raise PlanError(f"A cut is four numbers [g_head, g_tail, d_head, d_tail]; got {list(cut)}.")
+    return tuple(int(v) for v in cut)  # type: ignore[return-value]
