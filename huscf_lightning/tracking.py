@@ -1,0 +1,67 @@
+"""MLflow record of a run: thin helpers over Lightning's MLFlowLogger for artifacts and round metrics.
+
+Every callback logs through these, so a run without an MLflow logger (a unit test, a user's own
+logger) still trains: the helpers then do nothing beyond a debug message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.loggers import MLFlowLogger
+
+log = logging.getLogger(__name__)
+
+
+def mlflow_logger(trainer: pl.Trainer) -> MLFlowLogger | None:
+    """The trainer's MLFlowLogger, or None when the run is not tracked in MLflow."""
+    for logger in trainer.loggers:
+        if isinstance(logger, MLFlowLogger):
+            return logger
+    return None
+
+
+def log_round_metrics(trainer: pl.Trainer, metrics: dict[str, float], round_index: int) -> None:
+    """Per-round metrics (step = round index) on every logger of the trainer."""
+    if trainer.sanity_checking or not metrics:
+        return
+    for logger in trainer.loggers:
+        logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=round_index)
+
+
+def log_artifact_file(trainer: pl.Trainer, path: str | Path, artifact_path: str | None = None) -> None:
+    """Upload a local file as an artifact of the run."""
+    logger = mlflow_logger(trainer)
+    if logger is None:
+        log.debug("no MLflow logger; artifact %s not uploaded", path)
+        return
+    logger.experiment.log_artifact(logger.run_id, str(path), artifact_path)
+
+
+def log_text(trainer: pl.Trainer, text: str, name: str, artifact_path: str | None = None) -> None:
+    """Write ``text`` to an artifact file called ``name``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        file = Path(tmp) / name
+        file.write_text(text)
+        log_artifact_file(trainer, file, artifact_path)
+
+
+def log_json(trainer: pl.Trainer, data: Any, name: str, artifact_path: str | None = None) -> None:
+    """Write ``data`` as an indented JSON artifact."""
+    log_text(trainer, json.dumps(data, indent=2, default=str), name, artifact_path)
+
+
+def log_figure(trainer: pl.Trainer, figure: Any, name: str, artifact_path: str | None = None) -> None:
+    """Save a matplotlib figure as a PNG artifact and close it."""
+    import matplotlib.pyplot as plt
+
+    with tempfile.TemporaryDirectory() as tmp:
+        file = Path(tmp) / name
+        figure.savefig(file, dpi=100, bbox_inches="tight")
+        plt.close(figure)
+        log_artifact_file(trainer, file, artifact_path)
