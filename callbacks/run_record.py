@@ -1,0 +1,54 @@
+"""RunRecord: what a run was, written to MLflow before it trains (plan, cut selection, partition, tags)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+
+import lightning.pytorch as pl
+
+from huscf_lightning.tracking import log_json, log_round_metrics, log_text, mlflow_logger
+
+
+def git_commit() -> str | None:
+    """The commit of the working tree the run started from, when there is one."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+    except OSError:
+        return None
+    return out.stdout.strip() or None
+
+
+class RunRecord(pl.Callback):
+    """Logs the split plan, the GA's report and modeled latency, the data partition and run tags."""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or pl_module.current_round > 1:
+            return
+        log_json(trainer, pl_module.plan.to_dict(), "plan.json")
+        tags = {
+            "plan_source": pl_module.plan_spec.source,
+            "federation_mode": pl_module.federation.mode,
+            "domains": ",".join(pl_module.domain_names),
+            "num_clients": str(pl_module.num_clients),
+        }
+        if pl_module.plan_report is not None:
+            log_json(trainer, pl_module.plan_report, "cut_selection.json")
+            log_round_metrics(trainer, {"plan/latency_s": pl_module.plan_report["latency_s"]}, 0)
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "partition_rows"):
+            rows = datamodule.partition_rows()
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+            log_text(trainer, buffer.getvalue(), "partition.csv")
+            tags["scenario"] = getattr(datamodule, "scenario_name", tags["domains"])
+        commit = git_commit()
+        if commit:
+            tags["git_commit"] = commit
+        logger = mlflow_logger(trainer)
+        if logger is not None:
+            for key, value in tags.items():
+                logger.experiment.set_tag(logger.run_id, key, value)

@@ -1,0 +1,86 @@
+"""Command line: ``fit`` (LightningCLI, omegaconf mode), plus ``cuts``, ``sweep`` and ``evaluate``.
+
+``python -m huscf_lightning fit`` with no arguments runs the packaged default job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib.resources import files
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+
+from huscf_lightning.data import HuSCFDataModule, format_partition_table
+from huscf_lightning.module import HuSCFGAN
+from huscf_lightning.tracking import mlflow_logger
+
+DEFAULT_CONFIG = str(files("huscf_lightning.configs") / "default.yaml")
+
+
+class HuSCFCLI(LightningCLI):
+    """LightningCLI whose trainer length and checkpoint cadence follow the model's rounds."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("seed_everything", "model.seed")
+        parser.link_arguments("seed_everything", "data.seed")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        config.trainer.max_epochs = config.model.rounds * config.model.local_epochs
+
+    def before_fit(self) -> None:
+        self.datamodule.setup("fit")
+        print(format_partition_table(self.datamodule.partition_rows()))
+        self.trainer.callbacks.append(
+            ModelCheckpoint(every_n_epochs=self.model.local_epochs, save_last=True, save_top_k=-1, filename="round-{epoch}")
+        )
+
+    def after_fit(self) -> None:
+        logger = mlflow_logger(self.trainer)
+        print(f"\nTrained {self.model.rounds} rounds of {self.model.local_epochs} local epoch(s) on {self.model.num_clients} clients.")
+        if self.trainer.checkpoint_callback is not None and self.trainer.checkpoint_callback.last_model_path:
+            print(f"Last checkpoint: {self.trainer.checkpoint_callback.last_model_path}")
+        if logger is not None:
+            print(f"MLflow run {logger.run_id} in experiment {logger.name} at {logger._tracking_uri}")
+            print(f"See it with: mlflow ui --backend-store-uri {logger._tracking_uri}")
+
+
+def run_fit_cli(args: list[str]) -> int:
+    """Run LightningCLI (fit/validate/test) with the packaged defaults under every subcommand."""
+    defaults = {"default_config_files": [DEFAULT_CONFIG], "parser_mode": "omegaconf"}
+    HuSCFCLI(
+        HuSCFGAN,
+        HuSCFDataModule,
+        args=args,
+        parser_kwargs={"fit": defaults, "validate": defaults, "test": defaults},
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m huscf_lightning`` and the ``huscf-lightning`` script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    command = argv[0] if argv else None
+    try:
+        if command == "cuts":
+            from huscf_lightning import cuts_command
+
+            parser = argparse.ArgumentParser(prog="huscf-lightning cuts", description="Cut-point selection (GA) alone.")
+            cuts_command.add_arguments(parser)
+            return cuts_command.run(parser.parse_args(argv[1:]))
+        return run_fit_cli(argv)
+    except ValueError as err:
+        if not type(err).__module__.startswith("huscf_lightning"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

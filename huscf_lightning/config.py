@@ -1,0 +1,87 @@
+"""Typed sections of the run configuration (LightningCLI reads them from YAML and the command line)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+FEDERATION_MODES = ("fedavg", "clustered", "kld_clustered")
+PLAN_SOURCES = ("uniform", "explicit", "random", "ga")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be run; the message names the fix."""
+
+
+@dataclass
+class PlanSpec:
+    """Where the split plan comes from.
+
+    - ``uniform``: every client gets ``cut`` ([g_head, g_tail, d_head, d_tail]).
+    - ``explicit``: ``cuts`` lists one cut per client.
+    - ``random``: a random valid cut per client, from the run's seed.
+    - ``ga``: the genetic algorithm over device ``profiles`` (a YAML path or ``paper``), with the
+      clients' device names in ``assignment`` (default: even, seeded), and GA settings in ``ga``.
+    """
+
+    source: str = "random"
+    cut: list[int] = field(default_factory=lambda: [1, 1, 1, 1])
+    cuts: list[list[int]] | None = None
+    profiles: str = "paper"
+    assignment: list[str] | None = None
+    ga: dict | None = None
+
+    def __post_init__(self) -> None:
+        if self.source not in PLAN_SOURCES:
+            raise ConfigError(
+                f"Unknown plan source {self.source!r}. Use one of {', '.join(PLAN_SOURCES)} "
+                f"(e.g. --model.plan.source=ga)."
+            )
+
+
+@dataclass
+class FederationSpec:
+    """How client copies are averaged at every round end.
+
+    ``mode``: ``fedavg`` (size weights, one group), ``clustered`` (size weights inside k-means
+    clusters) or ``kld_clustered`` (KLD weights inside clusters; the method's default).
+    ``k``: number of clusters, an int or ``auto`` (silhouette over ``k_range``); ``None`` means the
+    number of domains. ``alpha``: KLD temperature. ``warmup_rounds``: rounds of plain FedAvg first.
+    """
+
+    mode: str = "kld_clustered"
+    k: int | str | None = None
+    k_range: list[int] = field(default_factory=lambda: [2, 8])
+    alpha: float = 1.0
+    warmup_rounds: int = 2
+
+    def __post_init__(self) -> None:
+        if self.mode not in FEDERATION_MODES:
+            raise ConfigError(
+                f"Unknown federation mode {self.mode!r}. Use one of {', '.join(FEDERATION_MODES)} "
+                f"(e.g. --model.federation.mode=fedavg)."
+            )
+        if isinstance(self.k, str) and self.k != "auto":
+            raise ConfigError(f"federation.k must be an integer, 'auto' or null (number of domains); got {self.k!r}.")
+        if self.warmup_rounds < 0:
+            raise ConfigError(f"federation.warmup_rounds must be >= 0; got {self.warmup_rounds}.")
+
+
+@dataclass
+class EvaluationSpec:
+    """What is measured during and after training.
+
+    ``metrics``: per-round metrics per domain among ``score`` (generation score), ``fid``, ``kid``.
+    ``every_n_rounds``/``num_samples``: how often and on how many generated samples.
+    ``utility_samples``/``utility_epochs``: the end-of-training utility test (0 samples turns it off).
+    ``inception_weights``: a local Inception weights file for FID/KID (else classifier features).
+    ``sample_grids``: log a PNG grid per domain per round.
+    """
+
+    metrics: list[str] = field(default_factory=lambda: ["score"])
+    every_n_rounds: int = 1
+    num_samples: int = 5000
+    utility_samples: int = 30000
+    utility_epochs: int = 15
+    inception_weights: str | None = None
+    sample_grids: bool = True
+    classifier_cache: str = ".huscf_cache/classifiers"

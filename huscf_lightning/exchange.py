@@ -1,0 +1,104 @@
+"""The wire: the only place a tensor crosses between a client and the server.
+
+In forward the wire carries a cut-layer activation, in backward the gradient of that activation
+coming the other way. For autograd it is the identity; its job is to enforce the privacy contract
+(only floating-point activations and their gradients cross: labels are integers and are refused)
+and to count bytes per client, per cut and per direction. A compressing codec or a real network
+transport replaces `Wire.transport` without touching the training step.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+UP = "up"  # client -> server
+DOWN = "down"  # server -> client
+
+
+class WireError(TypeError):
+    """Something that must never cross a cut was sent over the wire."""
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """Where a tensor crosses: client index, cut name (e.g. ``"G.head"``) and direction."""
+
+    client: int
+    cut: str
+    direction: str
+
+
+def _reverse(direction: str) -> str:
+    return DOWN if direction == UP else UP
+
+
+class _WireFunction(torch.autograd.Function):
+    """Identity whose forward and backward each pass through the wire's accounting."""
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor, wire: Wire, crossing: Crossing) -> Tensor:  # type: ignore[override]
+        ctx.wire = wire
+        ctx.crossing = crossing
+        return wire.transport(tensor, crossing, gradient=False)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        back = Crossing(ctx.crossing.client, ctx.crossing.cut, _reverse(ctx.crossing.direction))
+        return ctx.wire.transport(grad, back, gradient=True), None, None
+
+
+class Wire:
+    """In-process wire with byte accounting; subclass and override `transport` for a real link."""
+
+    def __init__(self) -> None:
+        self.bytes: dict[tuple[int, str, str, str], int] = defaultdict(int)
+        self.dtypes_carried: set[torch.dtype] = set()
+
+    def send(self, tensor: Tensor, client: int, cut: str, direction: str) -> Tensor:
+        """Carry an activation across ``cut`` for ``client``; its gradient comes back the same way."""
+        if direction not in (UP, DOWN):
+            raise ValueError(f"direction must be {UP!r} or {DOWN!r}, got {direction!r}")
+        self._check(tensor, client, cut)
+        return _WireFunction.apply(tensor, self, Crossing(client, cut, direction))
+
+    def transport(self, tensor: Tensor, crossing: Crossing, gradient: bool) -> Tensor:
+        """Move one tensor; the in-process wire only counts it. Override for compression/transport."""
+        self._check(tensor, crossing.client, crossing.cut)
+        kind = "gradient" if gradient else "activation"
+        self.bytes[(crossing.client, crossing.cut, crossing.direction, kind)] += tensor.numel() * tensor.element_size()
+        self.dtypes_carried.add(tensor.dtype)
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def _check(tensor: Tensor, client: int, cut: str) -> None:
+        if not isinstance(tensor, Tensor) or not tensor.is_floating_point():
+            what = tensor.dtype if isinstance(tensor, Tensor) else type(tensor).__name__
+            raise WireError(
+                f"Refused to send a {what} tensor across cut {cut!r} for client {client}: only floating-point "
+                f"cut-layer activations and their gradients may leave a client. Labels, indices and raw "
+                f"data stay local; keep them in the first/last block of the network."
+            )
+
+    def reset(self) -> None:
+        """Forget the counts (the exchange callback calls this at every round end)."""
+        self.bytes.clear()
+        self.dtypes_carried.clear()
+
+    def total(self, direction: str | None = None, cut: str | None = None, client: int | None = None) -> int:
+        """Bytes carried, optionally restricted to one direction, cut and/or client."""
+        return sum(
+            n
+            for (c, k, d, _), n in self.bytes.items()
+            if (direction is None or d == direction) and (cut is None or k == cut) and (client is None or c == client)
+        )
+
+    def per_client(self, num_clients: int) -> list[dict[str, int]]:
+        """Per client: bytes up and down."""
+        rows = [{"client": i, UP: 0, DOWN: 0} for i in range(num_clients)]
+        for (c, _, d, _), n in self.bytes.items():
+            rows[c][d] += n
+        return rows

@@ -1,0 +1,281 @@
+"""HuSCFGAN: the LightningModule that trains one conditional GAN across all clients in lock-step.
+
+One training step is one iteration of METHOD.md for every client at once: G forward (client
+head -> server -> client tail), a D step on detached fakes and on reals, then a G step through D.
+Losses are summed over clients; one Adam covers all D parts and one all G parts (Adam is
+per-parameter, so this equals one Adam per part). Rounds, clustering and aggregation live in the
+callbacks that `configure_callbacks` installs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from huscf_lightning.config import ConfigError, EvaluationSpec, FederationSpec, PlanSpec
+from huscf_lightning.exchange import Wire
+from huscf_lightning.nets import BlockNetwork, ReferenceDiscriminator, ReferenceGenerator
+from huscf_lightning.split.network import SplitNetwork
+from huscf_lightning.split.plan import SplitPlan
+from huscf_lightning.split.source import build_plan
+
+log = logging.getLogger(__name__)
+
+
+class HuSCFGAN(pl.LightningModule):
+    """Heterogeneous U-shaped split + clustered federated training of a conditional GAN.
+
+    The clients (their domains and dataset sizes) come from the datamodule at ``setup``, or from
+    `configure_clients` when used without one. A run is ``rounds * local_epochs`` epochs: set
+    ``Trainer(max_epochs=model.max_epochs)`` (the CLI does it for you).
+    """
+
+    def __init__(
+        self,
+        generator: BlockNetwork | None = None,
+        discriminator: BlockNetwork | None = None,
+        plan: PlanSpec | None = None,
+        federation: FederationSpec | None = None,
+        evaluation: EvaluationSpec | None = None,
+        rounds: int = 3,
+        local_epochs: int = 5,
+        z_dim: int = 100,
+        num_classes: int = 10,
+        lr_g: float = 2e-4,
+        lr_d: float = 2e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if rounds < 1 or local_epochs < 1:
+            raise ConfigError(f"rounds and local_epochs must be >= 1; got rounds={rounds}, local_epochs={local_epochs}.")
+        self.save_hyperparameters(ignore=["generator", "discriminator"])
+        self.automatic_optimization = False
+        self.generator_template = generator if generator is not None else ReferenceGenerator(z_dim, num_classes)
+        self.discriminator_template = (
+            discriminator if discriminator is not None else ReferenceDiscriminator(num_classes)
+        )
+        self.plan_spec = plan or PlanSpec()
+        self.federation = federation or FederationSpec()
+        self.evaluation = evaluation or EvaluationSpec()
+        self.rounds = rounds
+        self.local_epochs = local_epochs
+        self.z_dim = z_dim
+        self.num_classes = num_classes
+        self.seed = seed
+        self.wire = Wire()
+        self.plan: SplitPlan | None = None
+        self.plan_report: dict | None = None
+        self.client_domains: list[str] = []
+        self.client_sizes: list[int] = []
+        self.G: SplitNetwork | None = None
+        self.D: SplitNetwork | None = None
+        self._noise = torch.Generator()
+        self._round_features: tuple[Tensor, tuple[int, ...], list[int]] | None = None
+        self._features_wanted = False
+        self._feature_block: int | None = None
+
+    # ----------------------------------------------------------------- clients and networks
+    @property
+    def max_epochs(self) -> int:
+        return self.rounds * self.local_epochs
+
+    @property
+    def num_clients(self) -> int:
+        return len(self.client_domains)
+
+    @property
+    def domain_names(self) -> list[str]:
+        return list(dict.fromkeys(self.client_domains))
+
+    def configure_clients(self, client_domains: Sequence[str], client_sizes: Sequence[int], plan: SplitPlan | None = None) -> None:
+        """Build the plan and the split networks for these clients (idempotent for the same clients)."""
+        if self.G is not None:
+            if list(client_domains) != self.client_domains or list(client_sizes) != self.client_sizes:
+                raise ConfigError(
+                    f"This model was built for {self.num_clients} clients {self.client_domains} with sizes "
+                    f"{self.client_sizes}, but the data now has {len(client_domains)} clients {list(client_domains)} "
+                    f"with sizes {list(client_sizes)}. Use the same data section as the run that made the checkpoint."
+                )
+            return
+        self.client_domains = list(client_domains)
+        self.client_sizes = [int(n) for n in client_sizes]
+        self._check_templates()
+        if plan is None:
+            plan, self.plan_report = build_plan(
+                self.plan_spec, len(client_domains), self.generator_template, self.discriminator_template, self.seed
+            )
+        self.plan = plan
+        self.G = SplitNetwork(self.generator_template, plan.head_tails("G"), "G", self.wire)
+        self.D = SplitNetwork(self.discriminator_template, plan.head_tails("D"), "D", self.wire)
+        self._noise.manual_seed(self.seed)
+        log.info("built %d clients; plan %s", self.num_clients, [c.as_tuple() for c in plan])
+
+    def _check_templates(self) -> None:
+        """A tiny forward of the unsplit templates, so a mismatched network fails here, clearly."""
+        labels = torch.arange(2) % self.num_classes
+        try:
+            with torch.no_grad():
+                was = self.generator_template.training, self.discriminator_template.training
+                self.generator_template.eval()
+                self.discriminator_template.eval()
+                fake = self.generator_template(torch.zeros(2, self.z_dim), labels)
+                out = self.discriminator_template(fake, labels)
+                self.generator_template.train(was[0])
+                self.discriminator_template.train(was[1])
+        except Exception as err:  # a user network of the wrong shape: say which and what to check
+            raise ConfigError(
+                f"The generator and discriminator do not fit together ({type(err).__name__}: {err}). The generator's "
+                f"first block must take (z of size z_dim={self.z_dim}, labels) and the discriminator must take the "
+                f"generator's images and labels; check z_dim, num_classes and the image shape."
+            ) from err
+        if out.shape[-1] != 1:
+            raise ConfigError(f"The discriminator must output one probability per sample; got shape {tuple(out.shape)}.")
+
+    def setup(self, stage: str) -> None:
+        if self.G is not None:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is None or not hasattr(datamodule, "client_domains"):
+            raise ConfigError(
+                "HuSCFGAN needs to know its clients: train it with a HuSCFDataModule, or call "
+                "model.configure_clients(client_domains, client_sizes) before trainer.fit."
+            )
+        datamodule.setup(stage)
+        self.configure_clients(datamodule.client_domains, datamodule.client_sizes)
+
+    def configure_optimizers(self):
+        betas = tuple(self.hparams.betas)
+        opt_g = torch.optim.Adam(self.G.parameters(), lr=self.hparams.lr_g, betas=betas)
+        opt_d = torch.optim.Adam(self.D.parameters(), lr=self.hparams.lr_d, betas=betas)
+        return opt_g, opt_d
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        from huscf_lightning.callbacks import default_callbacks
+
+        return default_callbacks(self)
+
+    # ----------------------------------------------------------------- rounds
+    def is_round_end(self, trainer: pl.Trainer) -> bool:
+        """True during the last epoch of a round (callbacks act in its on_train_epoch_end)."""
+        return (trainer.current_epoch + 1) % self.local_epochs == 0
+
+    @property
+    def current_round(self) -> int:
+        """1-based index of the round in progress (the completed round's, at its end)."""
+        return self.trainer.current_epoch // self.local_epochs + 1
+
+    def pop_round_features(self) -> Tensor:
+        """(K, C, ...) batch-mean server-side D activations of the round's last real batches; then forgets them."""
+        if self._round_features is None:
+            raise RuntimeError("No clustering features were captured this round (is there a common server D block?).")
+        batch, members, sizes = self._round_features
+        self._round_features = None
+        means = torch.stack([part.mean(dim=0) for part in batch.split(sizes)])
+        order = torch.as_tensor(members).argsort()
+        return means[order]
+
+    def request_round_features(self, enabled: bool) -> None:
+        """Ask the D forward to keep the common server block's real activations (the clustering callback does)."""
+        block = self.D.common_server_block()
+        if enabled and block is None:
+            raise ConfigError(
+                f"Clustering needs a discriminator block that every client runs on the server, but the plan's D cuts "
+                f"{self.plan.head_tails('D')} share none. Use federation.mode=fedavg, or cuts whose server parts overlap "
+                f"(e.g. every D head <= 2 and tail <= 2 for the 5-block reference network)."
+            )
+        self._features_wanted = enabled
+        self._feature_block = block
+
+    # ----------------------------------------------------------------- training
+    def forward(self, z: Sequence[Tensor], labels: Sequence[Tensor]) -> list[Tensor]:
+        """Per-client generated images for per-client noise and labels."""
+        return self.G(z, labels)
+
+    def training_step(self, batch: Sequence[tuple[Tensor, Tensor]], batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        reals = [x for x, _ in batch]
+        labels = [y for _, y in batch]
+        sizes = [x.shape[0] for x in reals]
+        noise = torch.randn(sum(sizes), self.z_dim, generator=self._noise, device=self._noise.device).to(self.device)
+        fakes = self.G(list(noise.split(sizes)), labels)
+
+        capture = self._features_wanted and self.trainer.is_last_batch and self.is_round_end(self.trainer)
+        self.toggle_optimizer(opt_d)
+        d_fake = self.D([f.detach() for f in fakes], labels)
+        self.D.tap_block = self._feature_block if capture else None
+        d_real = self.D(reals, labels)
+        self.D.tap_block = None
+        if capture:
+            self._round_features = self.D.tapped
+        loss_d = _client_bce(d_real, 1.0, sizes) + _client_bce(d_fake, 0.0, sizes)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(loss_d)
+        opt_d.step()
+        self.untoggle_optimizer(opt_d)
+
+        self.toggle_optimizer(opt_g)
+        loss_g = _client_bce(self.D(fakes, labels), 1.0, sizes)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(loss_g)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+
+        k = len(sizes)
+        self.log_dict({"train/loss_d": loss_d.detach() / k, "train/loss_g": loss_g.detach() / k}, prog_bar=True)
+
+    # ----------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(self, client: int, labels: Tensor, z: Tensor | None = None, batch_size: int = 1000) -> Tensor:
+        """Images from ``client``'s generator (its head, the server blocks, its tail), in eval mode."""
+        path = self.G.client_path(client)
+        was_training = path.training
+        path.eval()
+        labels = labels.to(self.device)
+        if z is None:
+            z = torch.randn(labels.shape[0], self.z_dim, device=self.device)
+        images = torch.cat([path(zc, yc) for zc, yc in zip(z.split(batch_size), labels.split(batch_size))])
+        path.train(was_training)
+        return images
+
+    # ----------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["huscf"] = {
+            "plan": self.plan.to_dict(),
+            "plan_report": self.plan_report,
+            "client_domains": self.client_domains,
+            "client_sizes": self.client_sizes,
+            "noise_rng": self._noise.get_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("huscf")
+        if state is None:
+            raise ConfigError(
+                "This checkpoint was not written by HuSCFGAN (no 'huscf' section): resume only from checkpoints of a "
+                "huscf_lightning run (they are under checkpoints/ and logged to MLflow as artifacts)."
+            )
+        plan = SplitPlan.from_dict(state["plan"])
+        if self.G is None:
+            self.plan_report = state["plan_report"]
+            self.configure_clients(state["client_domains"], state["client_sizes"], plan=plan)
+        elif plan != self.plan:
+            raise ConfigError(
+                "The checkpoint's split plan differs from this run's plan; resume with the same plan section "
+                "(the plan is logged as plan.json with every run)."
+            )
+        self._noise.set_state(state["noise_rng"])
+
+
+def _client_bce(outputs: Sequence[Tensor], target: float, sizes: Sequence[int]) -> Tensor:
+    """Sum over clients of each client's mean BCE, computed in one call over the concatenated outputs."""
+    probs = torch.cat(list(outputs)).reshape(-1)
+    per_sample = F.binary_cross_entropy(probs, torch.full_like(probs, target), reduction="none")
+    counts = torch.as_tensor(sizes, device=probs.device)
+    weights = torch.repeat_interleave(1.0 / counts, counts)
+    return (per_sample * weights).sum()
