@@ -43,6 +43,17 @@ def valid_head_tails(num_blocks: int) -> list[tuple[int, int]]:
     return [(h, t) for h in range(1, num_blocks - 1) for t in range(1, num_blocks - h)]
 
 
+def shared_block_head_tails(num_blocks: int) -> list[tuple[int, int]]:
+    """The valid (head, tail) pairs that all leave block ``num_blocks // 2`` on the server.
+
+    Any mix of these cuts keeps one block that every client runs on the server, which is where
+    clustering reads its features. For the 5-block reference networks this is exactly the
+    reference's choice space: head and tail each 1 or 2.
+    """
+    middle = num_blocks // 2
+    return [(h, t) for h, t in valid_head_tails(num_blocks) if h <= middle < num_blocks - t]
+
+
 def check_head_tail(head: int, tail: int, num_blocks: int, where: str) -> None:
     """Raise a `PlanError` naming the rule when (head, tail) is not a valid cut of the network."""
     if num_blocks < 3:
@@ -125,10 +136,15 @@ class SplitPlan:
         return cls(tuple(Cut(*_four(c)) for c in cuts), g_blocks, d_blocks)
 
     @classmethod
-    def random(cls, num_clients: int, g_blocks: int, d_blocks: int, seed: int) -> SplitPlan:
-        """A seeded random valid cut per client (heterogeneous cuts without a device model)."""
+    def random(cls, num_clients: int, g_blocks: int, d_blocks: int, seed: int, shared_block: bool = True) -> SplitPlan:
+        """A seeded random valid cut per client (heterogeneous cuts without a device model).
+
+        With ``shared_block`` every cut leaves the middle block on the server (see
+        `shared_block_head_tails`), so clustering always has a common server block to read.
+        """
         rng = random.Random(seed)
-        g_options, d_options = valid_head_tails(g_blocks), valid_head_tails(d_blocks)
+        options = shared_block_head_tails if shared_block else valid_head_tails
+        g_options, d_options = options(g_blocks), options(d_blocks)
         cuts = tuple(Cut(*rng.choice(g_options), *rng.choice(d_options)) for _ in range(num_clients))
         return cls(cuts, g_blocks, d_blocks)
 

@@ -1,0 +1,165 @@
+"""Cut selection: profile the networks, model the latency, search the cuts, return a SplitPlan.
+
+This is the one entry point the fit run and the ``cuts`` command use.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .devices import ProfileSet, assign_profiles, load_profiles
+from .exhaustive import exact_optimum
+from .ga import GaSettings, run_ga
+from .latency import LatencyModel
+from .plan import Cut, PlanError, SplitPlan
+from .profile import GanProfile, profile_gan
+
+
+@dataclass(frozen=True)
+class CutSelection:
+    """The chosen plan, the device type of every client, and the modeled latency behind it."""
+
+    plan: SplitPlan
+    client_profiles: tuple[str, ...]
+    latency_s: float
+    breakdown: dict
+    client_busy_s: tuple[float, ...]
+    gan_profile: GanProfile
+    profiles: ProfileSet
+    method: str
+    search: dict
+
+    def per_profile(self) -> list[dict]:
+        """One row per device type in use: clients, cuts taken (with counts), busy time and its share.
+
+        ``busy_s`` is the per-iteration time the slowest client of that type spends computing or
+        transferring; ``share`` is that over the iteration latency.
+        """
+        rows = []
+        for name in self.profiles.names:
+            members = [i for i, p in enumerate(self.client_profiles) if p == name]
+            if not members:
+                continue
+            cuts = Counter(self.plan.cuts[i].as_tuple() for i in members)
+            busy = max(self.client_busy_s[i] for i in members)
+            rows.append(
+                {
+                    "profile": name,
+                    "clients": len(members),
+                    "cuts": [{"cut": list(cut), "clients": count} for cut, count in sorted(cuts.items())],
+                    "busy_s": busy,
+                    "share": busy / self.latency_s,
+                }
+            )
+        return rows
+
+    def to_dict(self) -> dict:
+        """Everything needed to recompute the latency: plan, profiles, per-block FLOPs and bytes."""
+        return {
+            "latency_s": self.latency_s,
+            "method": self.method,
+            "search": self.search,
+            "breakdown": self.breakdown,
+            "per_profile": self.per_profile(),
+            "client_profiles": list(self.client_profiles),
+            "plan": self.plan.to_dict(),
+            "device_profiles": self.profiles.to_dict(),
+            "block_profiles": self.gan_profile.to_dict(),
+        }
+
+
+def _network_attribute(net: nn.Module, name: str, given: int | None) -> int:
+    if given is not None:
+        return given
+    value = getattr(net, name, None)
+    if not isinstance(value, int):
+        raise PlanError(
+            f"Cannot tell the generator's {name}: {type(net).__name__} has no integer attribute "
+            f"`{name}`. Pass {name}=... to select_cuts."
+        )
+    return value
+
+
+def _image_shape(generator: nn.Module, z_dim: int, num_classes: int) -> tuple[int, ...]:
+    """Shape of one generated sample: the discriminator's input, from a private copy of G."""
+    probe = copy.deepcopy(generator).eval()
+    with torch.no_grad():
+        out = probe(torch.zeros(2, z_dim), torch.arange(2) % num_classes)
+    return tuple(int(d) for d in out.shape[1:])
+
+
+def _ga_search(
+    model: LatencyModel, settings: GaSettings, seed: int, progress: Callable[[int, float], None] | None, bar: bool
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """GA over one G gene and one D gene per client; clients of a device type are interchangeable."""
+    clients = model.num_clients
+
+    def score(population: np.ndarray) -> np.ndarray:
+        return model.score(population[:, :clients], population[:, clients:])
+
+    cardinality = [model.generator.num_options] * clients + [model.discriminator.num_options] * clients
+    members = [np.flatnonzero(model.client_groups == g) for g in range(model.num_groups)]
+    symmetry = members + [m + clients for m in members]
+    result = run_ga(score, cardinality, settings, seed, symmetry, on_generation=progress, progress_bar=bar)
+    return result.best[:clients], result.best[clients:], {**result.to_dict(), "settings": asdict(settings)}
+
+
+def select_cuts(
+    num_clients: int,
+    generator: nn.Module,
+    discriminator: nn.Module,
+    profiles: str | Path | ProfileSet = "paper",
+    assignment: Sequence[str] | None = None,
+    seed: int = 0,
+    ga: Mapping | None = None,
+    batch_size: int = 64,
+    exact: bool = False,
+    z_dim: int | None = None,
+    num_classes: int | None = None,
+    on_generation: Callable[[int, float], None] | None = None,
+    progress_bar: bool = False,
+) -> CutSelection:
+    """Choose every client's four cuts to minimise the modeled iteration latency.
+
+    ``profiles``: a profile file, a packaged name ("paper") or a loaded `ProfileSet`.
+    ``assignment``: a device name per client, else even with a seeded remainder. ``ga``: GA
+    settings (see `GaSettings`). ``exact``: use the exact optimum (`exact_optimum`, method auto)
+    instead of the GA. ``z_dim``/``num_classes`` default to the generator's attributes.
+    """
+    profile_set = profiles if isinstance(profiles, ProfileSet) else load_profiles(profiles)
+    client_profiles = assign_profiles(num_clients, profile_set, seed, assignment)
+    z_dim = _network_attribute(generator, "z_dim", z_dim)
+    num_classes = _network_attribute(generator, "num_classes", num_classes)
+    image_shape = _image_shape(generator, z_dim, num_classes)
+    gan = profile_gan(generator, discriminator, batch_size, z_dim, image_shape, num_classes)
+    model = LatencyModel.build(gan, profile_set, client_profiles)
+    if exact:
+        found = exact_optimum(model)
+        g_genes, d_genes, search, method = found.g_genes, found.d_genes, found.to_dict(), f"exact ({found.method})"
+    else:
+        settings = GaSettings.from_mapping(ga)
+        g_genes, d_genes, search = _ga_search(model, settings, seed, on_generation, progress_bar)
+        method = "ga"
+    g_options, d_options = model.generator.options, model.discriminator.options
+    cuts = tuple(Cut(*g_options[g], *d_options[d]) for g, d in zip(g_genes, d_genes))
+    plan = SplitPlan(cuts, gan.generator.num_blocks, gan.discriminator.num_blocks)
+    breakdown = model.breakdown(g_genes, d_genes)
+    return CutSelection(
+        plan=plan,
+        client_profiles=tuple(client_profiles),
+        latency_s=float(breakdown["iteration_s"]),
+        breakdown=breakdown,
+        client_busy_s=tuple(float(b) for b in model.client_busy_s(g_genes, d_genes)),
+        gan_profile=gan,
+        profiles=profile_set,
+        method=method,
+        search=search,
+    )
