@@ -11,13 +11,24 @@ import sys
 from importlib.resources import files
 
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-from huscf_lightning.data import HuSCFDataModule, format_partition_table
+from huscf_lightning.data import HuSCFDataModule
 from huscf_lightning.module import HuSCFGAN
-from huscf_lightning.tracking import mlflow_logger
+from huscf_lightning.tracking import log_text, mlflow_logger
 
 DEFAULT_CONFIG = str(files("huscf_lightning.configs") / "default.yaml")
+
+
+class MLflowSaveConfig(SaveConfigCallback):
+    """Records the full resolved config in the run: as params and as a ``config.yaml`` artifact."""
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        logger = mlflow_logger(trainer)
+        if logger is None:
+            return
+        logger.log_hyperparams({"config": self.config.as_dict()})
+        log_text(trainer, self.parser.dump(self.config, skip_none=False), "config.yaml")
 
 
 class HuSCFCLI(LightningCLI):
@@ -32,8 +43,6 @@ class HuSCFCLI(LightningCLI):
         config.trainer.max_epochs = config.model.rounds * config.model.local_epochs
 
     def before_fit(self) -> None:
-        self.datamodule.setup("fit")
-        print(format_partition_table(self.datamodule.partition_rows()))
         self.trainer.callbacks.append(
             ModelCheckpoint(every_n_epochs=self.model.local_epochs, save_last=True, save_top_k=-1, filename="round-{epoch}")
         )
@@ -48,7 +57,7 @@ class HuSCFCLI(LightningCLI):
             print(f"See it with: mlflow ui --backend-store-uri {logger._tracking_uri}")
 
 
-def run_fit_cli(args: list[str]) -> int:
+def run_fit_cli(args: list[str] | None) -> int:
     """Run LightningCLI (fit/validate/test) with the packaged defaults under every subcommand."""
     defaults = {"default_config_files": [DEFAULT_CONFIG], "parser_mode": "omegaconf"}
     HuSCFCLI(
@@ -56,7 +65,8 @@ def run_fit_cli(args: list[str]) -> int:
         HuSCFDataModule,
         args=args,
         parser_kwargs={"fit": defaults, "validate": defaults, "test": defaults},
-        save_config_kwargs={"overwrite": True},
+        save_config_callback=MLflowSaveConfig,
+        save_config_kwargs={"save_to_log_dir": False},
         auto_configure_optimizers=False,
     )
     return 0
@@ -64,16 +74,16 @@ def run_fit_cli(args: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m huscf_lightning`` and the ``huscf-lightning`` script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    command = argv[0] if argv else None
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args[0] if args else None
     try:
         if command == "cuts":
             from huscf_lightning import cuts_command
 
             parser = argparse.ArgumentParser(prog="huscf-lightning cuts", description="Cut-point selection (GA) alone.")
             cuts_command.add_arguments(parser)
-            return cuts_command.run(parser.parse_args(argv[1:]))
+            return cuts_command.run(parser.parse_args(args[1:]))
         return run_fit_cli(argv)
     except ValueError as err:
         if not type(err).__module__.startswith("huscf_lightning"):
