@@ -32,6 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--generations", type=int, default=None, help="GA generations (default 1000)")
     parser.add_argument("--population", type=int, default=None, help="GA population (default 1000)")
     parser.add_argument("--progress", action="store_true", help="show a GA progress bar on stderr")
+    parser.add_argument(
+        "--shared-d-block",
+        action="store_true",
+        help="only D cuts that keep one block common to all clients on the server (needed by clustered aggregation)",
+    )
 
 
 def _cut_text(cut: list[int]) -> str:
@@ -77,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         exact=args.exact,
         progress_bar=args.progress,
+        shared_d_block=args.shared_d_block,
     )
     if args.json:
         sys.stdout.write(json.dumps(selection.to_dict(), indent=2) + "\n")

@@ -108,7 +108,12 @@ class HuSCFGAN(pl.LightningModule):
         self._check_templates()
         if plan is None:
             plan, self.plan_report = build_plan(
-                self.plan_spec, len(client_domains), self.generator_template, self.discriminator_template, self.seed
+                self.plan_spec,
+                len(client_domains),
+                self.generator_template,
+                self.discriminator_template,
+                self.seed,
+                shared_d_block=self.federation.mode != "fedavg",
             )
         self.plan = plan
         self.G = SplitNetwork(self.generator_template, plan.head_tails("G"), "G", self.wire)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .devices import DeviceProfile, ProfileSet, ServerProfile
-from .plan import PlanError, valid_head_tails
+from .plan import PlanError, shared_block_head_tails, valid_head_tails
 from .profile import GanProfile, NetworkProfile
 
 D_PASSES = 3
@@ -64,15 +64,23 @@ class NetworkTables:
         return {"forward": self.forward, "backward": self.backward}
 
 
-def build_tables(net: NetworkProfile, devices: Sequence[DeviceProfile], server: ServerProfile) -> NetworkTables:
-    """Per (device type, option) client times and per-block server costs of ``net``."""
+def build_tables(
+    net: NetworkProfile,
+    devices: Sequence[DeviceProfile],
+    server: ServerProfile,
+    options: Sequence[tuple[int, int]] | None = None,
+) -> NetworkTables:
+    """Per (device type, option) client times and per-block server costs of ``net``.
+
+    ``options``: the (head, tail) pairs a client may choose; default every valid one.
+    """
     n = net.num_blocks
     if n < 3:
         raise PlanError(
             f"A network of {n} blocks cannot be split into client head, server part and client tail; "
             f"the latency model needs at least 3 blocks."
         )
-    options = tuple(valid_head_tails(n))
+    options = tuple(valid_head_tails(n) if options is None else options)
     heads = np.array([h for h, _ in options])
     tails = np.array([t for _, t in options])
     first_server = heads
@@ -195,7 +203,11 @@ class LatencyModel:
     group_names: tuple[str, ...]
 
     @classmethod
-    def build(cls, gan: GanProfile, profiles: ProfileSet, client_profiles: Sequence[str]) -> LatencyModel:
+    def build(
+        cls, gan: GanProfile, profiles: ProfileSet, client_profiles: Sequence[str], shared_d_block: bool = False
+    ) -> LatencyModel:
+        """``shared_d_block`` limits D cuts to those keeping the middle block on the server for every
+        client (`shared_block_head_tails`), which clustered aggregation needs for its features."""
         names = profiles.names
         unknown = sorted(set(client_profiles) - set(names))
         if unknown:
@@ -203,7 +215,12 @@ class LatencyModel:
         groups = np.array([names.index(p) for p in client_profiles], dtype=np.int64)
         return cls(
             generator=build_tables(gan.generator, profiles.devices, profiles.server),
-            discriminator=build_tables(gan.discriminator, profiles.devices, profiles.server),
+            discriminator=build_tables(
+                gan.discriminator,
+                profiles.devices,
+                profiles.server,
+                shared_block_head_tails(gan.discriminator.num_blocks) if shared_d_block else None,
+            ),
             client_groups=groups,
             group_names=tuple(names),
         )

@@ -126,6 +126,7 @@ def select_cuts(
     num_classes: int | None = None,
     on_generation: Callable[[int, float], None] | None = None,
     progress_bar: bool = False,
+    shared_d_block: bool = False,
 ) -> CutSelection:
     """Choose every client's four cuts to minimise the modeled iteration latency.
 
@@ -133,6 +134,8 @@ def select_cuts(
     ``assignment``: a device name per client, else even with a seeded remainder. ``ga``: GA
     settings (see `GaSettings`). ``exact``: use the exact optimum (`exact_optimum`, method auto)
     instead of the GA. ``z_dim``/``num_classes`` default to the generator's attributes.
+    ``shared_d_block``: only D cuts that leave one block common to every client on the server
+    (clustered aggregation reads its features there).
     """
     profile_set = profiles if isinstance(profiles, ProfileSet) else load_profiles(profiles)
     client_profiles = assign_profiles(num_clients, profile_set, seed, assignment)
@@ -140,7 +143,7 @@ def select_cuts(
     num_classes = _network_attribute(generator, "num_classes", num_classes)
     image_shape = _image_shape(generator, z_dim, num_classes)
     gan = profile_gan(generator, discriminator, batch_size, z_dim, image_shape, num_classes)
-    model = LatencyModel.build(gan, profile_set, client_profiles)
+    model = LatencyModel.build(gan, profile_set, client_profiles, shared_d_block)
     if exact:
         found = exact_optimum(model)
         g_genes, d_genes, search, method = found.g_genes, found.d_genes, found.to_dict(), f"exact ({found.method})"
