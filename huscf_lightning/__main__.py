@@ -43,9 +43,13 @@ class HuSCFCLI(LightningCLI):
         config.trainer.max_epochs = config.model.rounds * config.model.local_epochs
 
     def before_fit(self) -> None:
-        self.trainer.callbacks.append(
-            ModelCheckpoint(every_n_epochs=self.model.local_epochs, save_last=True, save_top_k=-1, filename="round-{epoch}")
-        )
+        configured = self.config[self.subcommand].trainer.callbacks or []
+        if not any("ModelCheckpoint" in str(getattr(c, "class_path", "")) for c in configured):
+            # Lightning's default saves every epoch; a round is the unit of resumption, so save last.ckpt per round.
+            self.trainer.callbacks = [c for c in self.trainer.callbacks if not isinstance(c, ModelCheckpoint)]
+            self.trainer.callbacks.append(
+                ModelCheckpoint(every_n_epochs=self.model.local_epochs, save_last=True, save_top_k=0)
+            )
 
     def after_fit(self) -> None:
         logger = mlflow_logger(self.trainer)
