@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.loggers import MLFlowLogger
 
 log = logging.getLogger(__name__)
@@ -27,9 +28,14 @@ def mlflow_logger(trainer: pl.Trainer) -> MLFlowLogger | None:
 
 
 def log_round_metrics(trainer: pl.Trainer, metrics: dict[str, float], round_index: int) -> None:
-    """Per-round metrics (step = round index) on every logger of the trainer."""
+    """Per-round metrics (step = round index) on every logger of the trainer.
+
+    They also go into ``trainer.callback_metrics``, so monitors (checkpointing, Optuna pruning)
+    can watch a per-round score.
+    """
     if trainer.sanity_checking or not metrics:
         return
+    trainer.callback_metrics.update({k: torch.tensor(float(v)) for k, v in metrics.items()})
     for logger in trainer.loggers:
         logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=round_index)
 

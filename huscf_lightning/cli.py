@@ -1,0 +1,69 @@
+"""The LightningCLI of huscf_lightning: packaged defaults, rounds -> epochs, MLflow config record."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+
+from huscf_lightning.data import HuSCFDataModule
+from huscf_lightning.module import HuSCFGAN
+from huscf_lightning.tracking import log_text, mlflow_logger
+
+DEFAULT_CONFIG = str(files("huscf_lightning.configs") / "default.yaml")
+
+
+class MLflowSaveConfig(SaveConfigCallback):
+    """Records the full resolved config in the run: as params and as a ``config.yaml`` artifact."""
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        logger = mlflow_logger(trainer)
+        if logger is None:
+            return
+        logger.log_hyperparams({"config": self.config.as_dict()})
+        log_text(trainer, self.parser.dump(self.config, skip_none=False), "config.yaml")
+
+
+class HuSCFCLI(LightningCLI):
+    """LightningCLI whose trainer length and checkpoint cadence follow the model's rounds."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("seed_everything", "model.seed")
+        parser.link_arguments("seed_everything", "data.seed")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        config.trainer.max_epochs = config.model.rounds * config.model.local_epochs
+
+    def before_fit(self) -> None:
+        configured = self.config[self.subcommand].trainer.callbacks or []
+        if not any("ModelCheckpoint" in str(getattr(c, "class_path", "")) for c in configured):
+            # Lightning's default saves every epoch; a round is the unit of resumption, so save last.ckpt per round.
+            self.trainer.callbacks = [c for c in self.trainer.callbacks if not isinstance(c, ModelCheckpoint)]
+            self.trainer.callbacks.append(
+                ModelCheckpoint(every_n_epochs=self.model.local_epochs, save_last=True, save_top_k=0)
+            )
+
+    def after_fit(self) -> None:
+        logger = mlflow_logger(self.trainer)
+        print(f"\nTrained {self.model.rounds} rounds of {self.model.local_epochs} local epoch(s) on {self.model.num_clients} clients.")
+        if self.trainer.checkpoint_callback is not None and self.trainer.checkpoint_callback.last_model_path:
+            print(f"Last checkpoint: {self.trainer.checkpoint_callback.last_model_path}")
+        if logger is not None:
+            print(f"MLflow run {logger.run_id} in experiment {logger.name} at {logger._tracking_uri}")
+            print(f"See it with: mlflow ui --backend-store-uri {logger._tracking_uri}")
+
+
+def run_cli(args: list[str] | None = None) -> HuSCFCLI:
+    """Run LightningCLI (fit/validate/test) with the packaged defaults; returns the CLI (trainer, model)."""
+    defaults = {"default_config_files": [DEFAULT_CONFIG], "parser_mode": "omegaconf"}
+    return HuSCFCLI(
+        HuSCFGAN,
+        HuSCFDataModule,
+        args=args,
+        parser_kwargs={"fit": defaults, "validate": defaults, "test": defaults},
+        save_config_callback=MLflowSaveConfig,
+        save_config_kwargs={"save_to_log_dir": False},
+        auto_configure_optimizers=False,
+    )
