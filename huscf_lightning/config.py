@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 FEDERATION_MODES = ("fedavg", "clustered", "kld_clustered")
 PLAN_SOURCES = ("uniform", "explicit", "random", "ga")
@@ -23,14 +24,15 @@ class PlanSpec:
       clients' device names in ``assignment`` (default: even, seeded), and GA settings in ``ga``.
     """
 
-    source: str = "random"
+    source: Literal["uniform", "explicit", "random", "ga"] = "random"
     cut: list[int] = field(default_factory=lambda: [1, 1, 1, 1])
     cuts: list[list[int]] | None = None
     profiles: str = "paper"
     assignment: list[str] | None = None
     ga: dict | None = None
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        """Raise a `ConfigError` naming the fix (LightningCLI already checks the Literal types)."""
         if self.source not in PLAN_SOURCES:
             raise ConfigError(
                 f"Unknown plan source {self.source!r}. Use one of {', '.join(PLAN_SOURCES)} "
@@ -48,13 +50,14 @@ class FederationSpec:
     number of domains. ``alpha``: KLD temperature. ``warmup_rounds``: rounds of plain FedAvg first.
     """
 
-    mode: str = "kld_clustered"
+    mode: Literal["fedavg", "clustered", "kld_clustered"] = "kld_clustered"
     k: int | str | None = None
     k_range: list[int] = field(default_factory=lambda: [2, 8])
     alpha: float = 1.0
     warmup_rounds: int = 2
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        """Raise a `ConfigError` naming the fix (LightningCLI already checks the Literal types)."""
         if self.mode not in FEDERATION_MODES:
             raise ConfigError(
                 f"Unknown federation mode {self.mode!r}. Use one of {', '.join(FEDERATION_MODES)} "

@@ -63,6 +63,8 @@ class HuSCFGAN(pl.LightningModule):
         self.plan_spec = plan or PlanSpec()
         self.federation = federation or FederationSpec()
         self.evaluation = evaluation or EvaluationSpec()
+        self.plan_spec.validate()
+        self.federation.validate()
         self.rounds = rounds
         self.local_epochs = local_epochs
         self.z_dim = z_dim

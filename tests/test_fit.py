@@ -1,0 +1,99 @@
+"""End-to-end `fit`: a run lands in a real SQLite MLflow store; resume equals an uninterrupted run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from huscf_lightning.__main__ import main
+from huscf_lightning.cli import run_cli
+
+TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")
+QUIET = [
+    "--model.evaluation.metrics=[]",
+    "--model.evaluation.utility_samples=0",
+    "--model.evaluation.sample_grids=false",
+]
+
+
+def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> list[str]:
+    found = []
+    for item in client.list_artifacts(run_id, path):
+        found.extend(_artifacts(client, run_id, item.path) if item.is_dir else [item.path])
+    return found
+
+
+def test_fit_lands_a_run_in_sqlite_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--config", TINY, "--model.evaluation.utility_samples=0"]) == 0
+    printed = capsys.readouterr().out
+    assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in printed
+    client = MlflowClient("sqlite:///mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    assert run.info.run_id in printed
+    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+    assert params["config/model/rounds"] == "3"
+    assert params["config/data/batch_size"] == "8"
+    assert params["config/model/federation/mode"] == "kld_clustered"
+    assert tags["plan_source"] == "random" and tags["num_clients"] == "4"
+    for key in ("train/loss_d", "train/loss_g", "wire/bytes_up", "wire/bytes_down", "cluster/ari"):
+        assert key in metrics, key
+    assert len(client.get_metric_history(run.info.run_id, "wire/bytes_up")) == 3  # one per round
+    assert len(client.get_metric_history(run.info.run_id, "train/loss_d")) == 6  # 2 steps x 3 epochs
+    artifacts = _artifacts(client, run.info.run_id)
+    for expected in ("plan.json", "config.yaml", "partition.csv", "clusters/round_003.json", "weights/round_003.json",
+                     "exchange/round_001.json", "samples/mnist5k/round_001.png", "samples/glyphs/round_003.png"):
+        assert expected in artifacts, expected
+    assert any(a.endswith("last.ckpt") for a in artifacts)
+
+
+def _final_weights(tmp: Path, args: list[str]) -> tuple[dict[str, torch.Tensor], str]:
+    cli = run_cli(["fit", "--config", TINY, "--trainer.logger=false", "--trainer.deterministic=true",
+                   f"--trainer.default_root_dir={tmp}", *QUIET, *args])
+    return {k: v.clone() for k, v in cli.model.state_dict().items()}, cli.trainer.checkpoint_callback.last_model_path
+
+
+def test_resume_from_a_mid_run_checkpoint_equals_the_uninterrupted_run(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    full, _ = _final_weights(tmp_path / "full", ["--model.rounds=3"])
+    _, checkpoint = _final_weights(tmp_path / "part", ["--model.rounds=2"])
+    assert checkpoint and Path(checkpoint).exists()
+    resumed, _ = _final_weights(tmp_path / "resumed", ["--model.rounds=3", f"--ckpt_path={checkpoint}"])
+    assert full.keys() == resumed.keys()
+    for key in full:
+        torch.testing.assert_close(resumed[key], full[key], rtol=0, atol=0, msg=key)
+    other, _ = _final_weights(tmp_path / "other", ["--model.rounds=3", "--seed_everything=1"])
+    assert any(not torch.equal(other[k], full[k]) for k in full if full[k].is_floating_point())
+
+
+def test_wire_carries_only_floating_point_during_training(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cli = run_cli(["fit", "--config", TINY, "--trainer.logger=false", "--model.rounds=1", "--model.federation.mode=fedavg", *QUIET])
+    wire = cli.model.wire
+    assert cli.trainer.global_step > 0
+    assert wire.dtypes_carried == {torch.float32}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model.no_such_key=1"], "no_such_key"),
+        (["--data.domains=[{name: mnist9k, clients: 2}]"], "mnist9k"),
+        (["--model.plan.source=uniform", "--model.plan.cut=[2,3,1,1]"], "head + tail <= 4"),
+        (["--data.domains=[{name: fashion_mnist, clients: 2, root: /nonexistent/fmnist}]"], "/nonexistent/fmnist"),
+        (["--model.federation.mode=fedprox"], "fedprox"),
+    ],
+)
+def test_bad_input_is_a_clear_error(tmp_path: Path, monkeypatch, capsys, args: list[str], message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(["fit", "--config", TINY, "--trainer.logger=false", *args])
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
