@@ -84,9 +84,11 @@ class Wire:
             )
 
     def reset(self) -> None:
-        """Forget the counts (the exchange callback calls this at every round end)."""
+        """Forget the byte counts (the exchange callback calls this at every round end).
+
+        ``dtypes_carried`` is kept: it is the run's record of what ever crossed a cut.
+        """
         self.bytes.clear()
-        self.dtypes_carried.clear()
 
     def total(self, direction: str | None = None, cut: str | None = None, client: int | None = None) -> int:
         """Bytes carried, optionally restricted to one direction, cut and/or client."""

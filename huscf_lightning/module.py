@@ -54,7 +54,9 @@ class HuSCFGAN(pl.LightningModule):
         super().__init__()
         if rounds < 1 or local_epochs < 1:
             raise ConfigError(f"rounds and local_epochs must be >= 1; got rounds={rounds}, local_epochs={local_epochs}.")
-        self.save_hyperparameters(ignore=["generator", "discriminator"])
+        # `rounds` is the training length, not the model: leaving it out of the hyperparameters lets
+        # `fit --ckpt_path ... --model.rounds=N` extend a run (LightningCLI restores saved hparams over the CLI).
+        self.save_hyperparameters(ignore=["generator", "discriminator", "rounds"])
         self.automatic_optimization = False
         self.generator_template = generator if generator is not None else ReferenceGenerator(z_dim, num_classes)
         self.discriminator_template = (

@@ -46,3 +46,4 @@ def test_reset_forgets_counts() -> None:
     assert wire.total() == 24
     wire.reset()
     assert wire.total() == 0
+    assert wire.dtypes_carried == {torch.float32}

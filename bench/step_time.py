@@ -1,0 +1,102 @@
+"""Median training-step time of HuSCFGAN against an unsplit baseline doing the same arithmetic.
+
+The baseline is one generator and one discriminator stepping on the concatenation of all
+clients' batches (what a centralised cGAN would do with the same data per step). The ratio
+is the cost of splitting, the wire, the per-client copies and the lock-step bookkeeping.
+
+    .venv/bin/python bench/step_time.py --clients 8 --steps 8
+    .venv/bin/python bench/step_time.py --clients 20 --steps 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+
+import lightning.pytorch as pl
+import torch
+from torch.nn import functional as F
+
+from huscf_lightning.config import EvaluationSpec, FederationSpec
+from huscf_lightning.data import DomainSpec, HuSCFDataModule
+from huscf_lightning.module import HuSCFGAN
+from huscf_lightning.nets import ReferenceDiscriminator, ReferenceGenerator
+
+
+class StepTimer(pl.Callback):
+    """Wall time of every training step."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.times.append(time.perf_counter() - self._start)
+
+
+def huscf_step_times(clients: int, steps: int, batch: int) -> list[float]:
+    half = clients // 2
+    data = HuSCFDataModule(
+        [DomainSpec("mnist5k", half), DomainSpec("glyphs", clients - half)], batch_size=batch, cap=batch * steps
+    )
+    model = HuSCFGAN(
+        federation=FederationSpec(mode="fedavg"),
+        evaluation=EvaluationSpec(metrics=[], utility_samples=0, sample_grids=False),
+        rounds=1,
+        local_epochs=1,
+    )
+    timer = StepTimer()
+    trainer = pl.Trainer(
+        max_epochs=1, max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        callbacks=[timer], enable_model_summary=False,
+    )
+    trainer.fit(model, data)
+    return timer.times[1:]
+
+
+def baseline_step_times(clients: int, steps: int, batch: int) -> list[float]:
+    g, d = ReferenceGenerator(), ReferenceDiscriminator()
+    opt_g = torch.optim.Adam(g.parameters(), 2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(d.parameters(), 2e-4, betas=(0.5, 0.999))
+    n = clients * batch
+    times = []
+    for _ in range(steps):
+        x, y = torch.rand(n, 1, 28, 28) * 2 - 1, torch.randint(0, 10, (n,))
+        start = time.perf_counter()
+        fake = g(torch.randn(n, 100), y)
+        d_fake, d_real = d(fake.detach(), y), d(x, y)
+        loss_d = F.binary_cross_entropy(d_real, torch.ones_like(d_real)) + F.binary_cross_entropy(d_fake, torch.zeros_like(d_fake))
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+        out = d(fake, y)
+        loss_g = F.binary_cross_entropy(out, torch.ones_like(out))
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+        times.append(time.perf_counter() - start)
+    return times[1:]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=64)
+    args = parser.parse_args()
+    ours = statistics.median(huscf_step_times(args.clients, args.steps, args.batch))
+    base = statistics.median(baseline_step_times(args.clients, args.steps, args.batch))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"clients={args.clients} batch={args.batch} threads={torch.get_num_threads()}")
+    print(f"HuSCFGAN median step  {ours:.3f} s")
+    print(f"unsplit baseline      {base:.3f} s")
+    print(f"ratio ours/baseline   {ours / base:.2f}")
+    print(f"peak RSS              {peak:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""The METHOD.md CNN, its training, and the on-disk cache of domain classifiers."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+
+import pytest
+import torch
+
+from huscf_lightning.data.domains import DomainData, load_domain
+from huscf_lightning.metrics.classifier import SmallCNN, classifier_accuracy, domain_classifier, train_classifier
+
+CLASSIFIER_LOG = "huscf_lightning.metrics.classifier"
+
+
+@pytest.fixture(scope="module")
+def digits() -> DomainData:
+    """A small slice of the digits domain: enough to learn, quick to train."""
+    full = load_domain("digits")
+    train_images, train_labels = full.train_images[:600], full.train_labels[:600]
+    return DomainData("digits", train_images, train_labels, full.test_images, full.test_labels, 10)
+
+
+def test_small_cnn_shapes() -> None:
+    model = SmallCNN(num_classes=7)
+    x = torch.zeros(5, 1, 28, 28)
+    assert model.features(x).shape == (5, 128)
+    assert model(x).shape == (5, 7)
+
+
+def test_training_is_seeded_and_leaves_the_global_rng_alone(digits: DomainData) -> None:
+    images, labels = digits.train_images[:128], digits.train_labels[:128]
+    state = torch.get_rng_state()
+    first = train_classifier(images, labels, 10, epochs=1, seed=4)
+    assert torch.equal(torch.get_rng_state(), state)
+    second = train_classifier(images, labels, 10, epochs=1, seed=4)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+
+
+def test_training_rejects_out_of_range_labels(digits: DomainData) -> None:
+    with pytest.raises(ValueError, match=r"Labels must lie in \[0, 4\]"):
+        train_classifier(digits.train_images[:10], digits.train_labels[:10] + 5, 5, epochs=1)
+
+
+def test_cache_trains_once_then_loads(digits: DomainData, tmp_path, caplog) -> None:
+    with caplog.at_level(logging.INFO, logger=CLASSIFIER_LOG):
+        model, accuracy = domain_classifier(digits, tmp_path, epochs=2)
+    assert "trained classifier for digits" in caplog.text
+    assert accuracy > 0.5  # chance is 0.1
+    assert accuracy == pytest.approx(classifier_accuracy(model, digits.test_images, digits.test_labels, 10))
+    summary = json.loads((tmp_path / "digits.json").read_text())
+    assert summary["test_accuracy"] == accuracy and summary["train_size"] == 600
+
+    weights = tmp_path / "digits.pt"
+    written = weights.stat().st_mtime_ns
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger=CLASSIFIER_LOG):
+        loaded, loaded_accuracy = domain_classifier(digits, tmp_path, epochs=2)
+    assert "trained classifier" not in caplog.text
+    assert weights.stat().st_mtime_ns == written
+    assert loaded_accuracy == accuracy
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+
+
+def test_changed_data_retrains(digits: DomainData, tmp_path, caplog) -> None:
+    domain_classifier(digits, tmp_path, epochs=1)
+    before = json.loads((tmp_path / "digits.json").read_text())["fingerprint"]
+    changed_images = digits.train_images.clone()
+    changed_images[0, 0, 0, 0] = 1.0
+    changed = replace(digits, train_images=changed_images)
+    with caplog.at_level(logging.INFO, logger=CLASSIFIER_LOG):
+        domain_classifier(changed, tmp_path, epochs=1)
+    assert "trained classifier for digits" in caplog.text
+    assert json.loads((tmp_path / "digits.json").read_text())["fingerprint"] != before
+
+
+def test_corrupt_cache_file_is_rebuilt_with_a_warning(digits: DomainData, tmp_path) -> None:
+    _, accuracy = domain_classifier(digits, tmp_path, epochs=1)
+    (tmp_path / "digits.pt").write_bytes(b"not a checkpoint")
+    with pytest.warns(RuntimeWarning, match="unreadable"):
+        _, rebuilt_accuracy = domain_classifier(digits, tmp_path, epochs=1)
+    assert rebuilt_accuracy == accuracy  # same seed, same data: the same classifier again
+    torch.load(tmp_path / "digits.pt", weights_only=True)  # the file is whole again
