@@ -56,7 +56,9 @@ class ClusteringRound(pl.Callback):
         domain_ids = [pl_module.domain_names.index(d) for d in pl_module.client_domains]
         ari = adjusted_rand(result.labels, torch.as_tensor(domain_ids))
         r = pl_module.current_round
-        self.latest = RoundClusters(r, result.labels, features.flatten(2))
+        # KLD needs (K, C, L): channels by positions; a flat (K, D) activation is one channel of D positions.
+        per_channel = features.flatten(2) if features.dim() > 2 else features.unsqueeze(1)
+        self.latest = RoundClusters(r, result.labels, per_channel)
         record = {"round": r, "k": result.k, "ari": ari, "clusters": result.labels.tolist(), "domains": pl_module.client_domains}
         self.history.append(record)
         log.info("round %d: k=%d clusters %s (ARI %.3f against the domains)", r, result.k, record["clusters"], ari)

@@ -1,0 +1,82 @@
+"""A user's own block networks split, train and aggregate like the reference ones."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from huscf_lightning.callbacks import FederatedAggregation
+from huscf_lightning.config import EvaluationSpec, FederationSpec, PlanSpec
+from huscf_lightning.data import DomainSpec, HuSCFDataModule
+from huscf_lightning.exchange import Wire
+from huscf_lightning.module import HuSCFGAN
+from huscf_lightning.nets import BlockNetwork, LabelledBlock
+from huscf_lightning.split import SplitNetwork, valid_head_tails
+
+
+class EmbedConcat(LabelledBlock):
+    def __init__(self, width: int, num_classes: int, out: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(num_classes, 8)
+        self.linear = nn.Linear(width + 8, out)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.linear(torch.cat([x.flatten(1), self.embed(labels)], dim=1)))
+
+
+class MLPGenerator(BlockNetwork):
+    """A 6-block MLP generator: more blocks means more cut options."""
+
+    def __init__(self, z_dim: int = 16, num_classes: int = 10) -> None:
+        self.z_dim, self.num_classes = z_dim, num_classes
+        hidden = [nn.Sequential(nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU()) for _ in range(4)]
+        super().__init__([EmbedConcat(z_dim, num_classes, 64), *hidden,
+                          nn.Sequential(nn.Linear(64, 784), nn.Tanh(), nn.Unflatten(1, (1, 28, 28)))])
+
+
+class MLPDiscriminator(BlockNetwork):
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__([EmbedConcat(784, num_classes, 64),
+                          nn.Sequential(nn.Linear(64, 64), nn.LeakyReLU(0.2)),
+                          nn.Sequential(nn.Linear(64, 32), nn.LeakyReLU(0.2)),
+                          nn.Sequential(nn.Linear(32, 1), nn.Sigmoid())])
+
+
+def test_every_cut_of_a_user_network_equals_the_unsplit_network() -> None:
+    template = MLPGenerator().eval()
+    assert len(valid_head_tails(6)) == 10
+    z, y = torch.randn(5, 16), torch.randint(0, 10, (5,))
+    for cut in valid_head_tails(6):
+        split = SplitNetwork(template, [cut], "G", Wire()).eval()
+        torch.testing.assert_close(split([z], [y])[0], template(z, y))
+
+
+def test_a_user_network_trains_and_aggregates_through_hu_scf_gan(tmp_path) -> None:
+    model = HuSCFGAN(
+        generator=MLPGenerator(),
+        discriminator=MLPDiscriminator(),
+        z_dim=16,
+        plan=PlanSpec(source="random"),
+        federation=FederationSpec(mode="kld_clustered", warmup_rounds=1),
+        evaluation=EvaluationSpec(metrics=[], utility_samples=0, sample_grids=False),
+        rounds=2,
+        local_epochs=1,
+    )
+    data = HuSCFDataModule([DomainSpec("digits", 2), DomainSpec("mnist5k", 2)], batch_size=8, cap=16)
+    trainer = pl.Trainer(max_epochs=model.max_epochs, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.fit(model, data)
+    assert trainer.global_step == 8  # 2 batches x 2 epochs x (one D and one G optimiser step)
+    assert model.G.num_blocks == 6 and model.D.num_blocks == 4
+    # after the last aggregation the members of one cluster hold identical copies of block 0 (always local)
+    (aggregation,) = [c for c in trainer.callbacks if isinstance(c, FederatedAggregation)]
+    groups = aggregation.history[-1]["groups"]
+    for net in (model.G, model.D):
+        for i in range(model.num_clients):
+            for j in range(model.num_clients):
+                same = all(torch.equal(v, net.client_blocks[j]["0"].state_dict()[k])
+                           for k, v in net.client_blocks[i]["0"].state_dict().items())
+                assert same == (groups[i] == groups[j]), (i, j, groups)
+    images = model.generate(0, torch.arange(10))
+    assert images.shape == (10, 1, 28, 28)
