@@ -21,10 +21,11 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from huscf_lightning.metrics.classifier import DEFAULT_CACHE_DIR, DEFAULT_CLASSIFIER_EPOCHS, SmallCNN, domain_classifier
 from huscf_lightning.metrics.fidelity import FIDELITY_METRICS, check_metric_names, fidelity_metrics
-from huscf_lightning.metrics.generation_score import classifier_probs, generate_uniform, generation_score
+from huscf_lightning.metrics.generation_score import SampleFn, classifier_probs, generate_uniform, generation_score
 from huscf_lightning.metrics.utility import UTILITY_METRICS, utility
 from huscf_lightning.tracking import log_figure, log_json, log_round_metrics, log_text
 
@@ -47,13 +48,16 @@ def domain_client(client_domains: Sequence[str], domain: str) -> int:
 @contextmanager
 def _evaluation_rng(device: torch.device, seed: int) -> Iterator[None]:
     """A fixed-seed RNG for evaluation that leaves the training RNG exactly as it was."""
-    cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    cuda_devices = []
+    if device.type == "cuda":
+        cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(seed)
         yield
 
 
-def _sample_fn(pl_module: pl.LightningModule, client: int):
+def _sample_fn(pl_module: pl.LightningModule, client: int) -> SampleFn:
+    """Labels -> images from ``client``'s generator, on the module's device."""
     return lambda labels: pl_module.generate(client, labels.to(pl_module.device))
 
 
@@ -120,7 +124,9 @@ class GenerationEvaluation(Callback):
         log_round_metrics(trainer, row, round_index)
         trainer.callback_metrics.update({key: torch.tensor(value) for key, value in row.items()})
         self.history.append({"round": round_index, **row})
-        scores = ", ".join(f"{key.split('/')[-1]} {value:.3f}" for key, value in row.items() if key.startswith("eval/score/"))
+        scores = ", ".join(
+            f"{key.split('/')[-1]} {value:.3f}" for key, value in row.items() if key.startswith("eval/score/")
+        )
         log.info("round %d generation scores: %s (evaluation took %.1f s)", round_index, scores, row["eval/seconds"])
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -147,7 +153,9 @@ class GenerationEvaluation(Callback):
     def _classifier(self, trainer: pl.Trainer, domain: str, row: dict[str, float]) -> SmallCNN:
         if domain not in self._classifiers:
             data = trainer.datamodule.domain_data(domain)
-            self._classifiers[domain] = domain_classifier(data, self.cache_dir, epochs=self.classifier_epochs, seed=self.seed)
+            self._classifiers[domain] = domain_classifier(
+                data, self.cache_dir, epochs=self.classifier_epochs, seed=self.seed
+            )
             row[f"eval/classifier_accuracy/{domain}"] = self._classifiers[domain][1]
         return self._classifiers[domain][0]
 
@@ -192,6 +200,7 @@ def score_curves_figure(history: Sequence[dict[str, float]], metrics: Sequence[s
         for domain in domains:
             axis.plot(rounds, [row.get(prefix + domain, float("nan")) for row in history], marker="o", label=domain)
         axis.set_xlabel("round")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_ylabel("generation score" if metric == "score" else metric.upper())
         axis.grid(alpha=0.3)
         axis.legend(fontsize="small")
@@ -258,8 +267,8 @@ def format_utility_table(results: Sequence[dict[str, Any]]) -> str:
 class UtilityEvaluation(Callback):
     """At the end of training: utility of each domain's generated data (see ``evaluate_utility``).
 
-    Logs ``utility/<metric>/<domain>`` and ``utility/seconds`` at step = last round, a
-    ``utility.csv`` artifact and the table at INFO; the rows stay in ``self.results``.
+    Logs ``utility/<metric>/<domain>`` and ``utility/seconds`` at step = the last completed
+    round, a ``utility.csv`` artifact and the table at INFO; the rows stay in ``self.results``.
     """
 
     def __init__(
@@ -281,6 +290,11 @@ class UtilityEvaluation(Callback):
         self.generation_batch_size = generation_batch_size
         self.seed = seed
         self.results: list[dict[str, float | int | str]] = []
+        self._last_round = 0
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if pl_module.is_round_end(trainer):
+            self._last_round = pl_module.current_round
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         started = time.perf_counter()
@@ -293,9 +307,11 @@ class UtilityEvaluation(Callback):
             self.generation_batch_size,
             self.seed,
         )
-        metrics = {f"utility/{name}/{row['domain']}": float(row[name]) for row in self.results for name in UTILITY_METRICS}
+        metrics = {
+            f"utility/{name}/{row['domain']}": float(row[name]) for row in self.results for name in UTILITY_METRICS
+        }
         metrics["utility/seconds"] = time.perf_counter() - started
-        log_round_metrics(trainer, metrics, pl_module.current_round)
+        log_round_metrics(trainer, metrics, self._last_round)
         log_text(trainer, utility_csv(self.results), "utility.csv")
         log.info(
             "utility of generated data (%d samples per domain, %d epochs, real test split):\n%s",

@@ -1,4 +1,4 @@
-"""Command line: ``fit`` (LightningCLI, omegaconf mode), plus ``cuts`` and ``sweep``.
+"""Command line: ``fit`` (LightningCLI, omegaconf mode), plus ``cuts``, ``evaluate`` and ``sweep``.
 
 ``python -m huscf_lightning fit`` with no arguments runs the packaged default job.
 """
@@ -6,32 +6,47 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
+
+# Commands beside LightningCLI's fit/validate/test: name -> (module with add_arguments/run, description).
+COMMANDS = {
+    "cuts": ("cuts_command", "Cut-point selection alone: latency model and GA over device profiles."),
+    "evaluate": ("evaluate_command", "Utility test of a saved run's generators, from its checkpoint."),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m huscf_lightning`` and the ``huscf-lightning`` script."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = list(sys.argv[1:] if argv is None else argv)
-    command = args[0] if args else None
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    package_log = logging.getLogger("huscf_lightning")
+    package_log.addHandler(handler)
+    package_log.setLevel(logging.INFO)
     try:
-        if command == "cuts":
-            from huscf_lightning import cuts_command
-
-            parser = argparse.ArgumentParser(prog="huscf-lightning cuts", description="Cut-point selection (GA) alone.")
-            cuts_command.add_arguments(parser)
-            return cuts_command.run(parser.parse_args(args[1:]))
-        from huscf_lightning.cli import run_cli
-
-        run_cli(argv)
-        return 0
+        return _dispatch(list(sys.argv[1:] if argv is None else argv), argv)
     except ValueError as err:
         if not type(err).__module__.startswith("huscf_lightning"):
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        package_log.removeHandler(handler)
 
+
+def _dispatch(args: list[str], argv: list[str] | None) -> int:
+    command = args[0] if args else None
+    if command in COMMANDS:
+        module_name, description = COMMANDS[command]
+        module = importlib.import_module(f"huscf_lightning.{module_name}")
+        parser = argparse.ArgumentParser(prog=f"huscf-lightning {command}", description=description)
+        module.add_arguments(parser)
+        return module.run(parser.parse_args(args[1:]))
+    from huscf_lightning.cli import run_cli
+
+    run_cli(argv)
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from importlib.resources import files
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+from huscf_lightning.checkpoints import read_checkpoint
 from huscf_lightning.data import HuSCFDataModule
 from huscf_lightning.module import HuSCFGAN
 from huscf_lightning.tracking import log_text, mlflow_logger
@@ -55,8 +57,18 @@ class HuSCFCLI(LightningCLI):
             print(f"See it with: mlflow ui --backend-store-uri {logger._tracking_uri}")
 
 
+def _check_ckpt_args(args: list[str]) -> None:
+    """A corrupt or foreign --ckpt_path fails here, clearly, before Lightning unpickles it."""
+    for i, arg in enumerate(args):
+        if arg.startswith("--ckpt_path="):
+            read_checkpoint(arg.split("=", 1)[1])
+        elif arg == "--ckpt_path" and i + 1 < len(args):
+            read_checkpoint(args[i + 1])
+
+
 def run_cli(args: list[str] | None = None) -> HuSCFCLI:
     """Run LightningCLI (fit/validate/test) with the packaged defaults; returns the CLI (trainer, model)."""
+    _check_ckpt_args(list(sys.argv[1:] if args is None else args))
     defaults = {"default_config_files": [DEFAULT_CONFIG], "parser_mode": "omegaconf"}
     return HuSCFCLI(
         HuSCFGAN,

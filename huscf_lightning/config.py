@@ -7,6 +7,7 @@ from typing import Literal
 
 FEDERATION_MODES = ("fedavg", "clustered", "kld_clustered")
 PLAN_SOURCES = ("uniform", "explicit", "random", "ga")
+EVALUATION_METRICS = ("score", "fid", "kid")
 
 
 class ConfigError(ValueError):
@@ -88,3 +89,18 @@ class EvaluationSpec:
     inception_weights: str | None = None
     sample_grids: bool = True
     classifier_cache: str = ".huscf_cache/classifiers"
+
+    def validate(self) -> None:
+        """Raise a `ConfigError` naming the fix for an unknown metric or an impossible count."""
+        unknown = sorted(set(self.metrics) - set(EVALUATION_METRICS))
+        if unknown:
+            raise ConfigError(
+                f"Unknown evaluation metric(s) {unknown}; model.evaluation.metrics takes any of "
+                f"{list(EVALUATION_METRICS)} (or [] to turn per-round evaluation off)."
+            )
+        if self.every_n_rounds < 1 or self.num_samples < 2 or self.utility_samples < 0 or self.utility_epochs < 1:
+            raise ConfigError(
+                "model.evaluation needs every_n_rounds >= 1, num_samples >= 2, utility_samples >= 0 (0 = off) and "
+                f"utility_epochs >= 1; got {self.every_n_rounds}, {self.num_samples}, {self.utility_samples}, "
+                f"{self.utility_epochs}."
+            )

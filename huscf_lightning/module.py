@@ -9,6 +9,7 @@ callbacks that `configure_callbacks` installs.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -67,6 +68,7 @@ class HuSCFGAN(pl.LightningModule):
         self.evaluation = evaluation or EvaluationSpec()
         self.plan_spec.validate()
         self.federation.validate()
+        self.evaluation.validate()
         self.rounds = rounds
         self.local_epochs = local_epochs
         self.z_dim = z_dim
@@ -176,8 +178,12 @@ class HuSCFGAN(pl.LightningModule):
 
     @property
     def current_round(self) -> int:
-        """1-based index of the round in progress (the completed round's, at its end)."""
-        return self.trainer.current_epoch // self.local_epochs + 1
+        """1-based index of the round in progress (the completed round's, at its end and after training)."""
+        epoch = self.trainer.current_epoch
+        last = self.trainer.max_epochs
+        if last is not None and last > 0:
+            epoch = min(epoch, last - 1)  # after fit, Lightning's epoch counter sits one past the last epoch
+        return epoch // self.local_epochs + 1
 
     def pop_round_features(self) -> Tensor:
         """(K, C, ...) batch-mean server-side D activations of the round's last real batches; then forgets them."""
@@ -260,6 +266,7 @@ class HuSCFGAN(pl.LightningModule):
             "client_domains": self.client_domains,
             "client_sizes": self.client_sizes,
             "noise_rng": self._noise.get_state(),
+            "data": _data_spec(self._trainer.datamodule if self._trainer is not None else None),
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -279,6 +286,18 @@ class HuSCFGAN(pl.LightningModule):
                 "(the plan is logged as plan.json with every run)."
             )
         self._noise.set_state(state["noise_rng"])
+
+
+def _data_spec(datamodule: object) -> dict | None:
+    """The datamodule's arguments, so a checkpoint alone can be evaluated later (``evaluate``)."""
+    if datamodule is None or not hasattr(datamodule, "domains"):
+        return None
+    return {
+        "domains": [dataclasses.asdict(spec) for spec in datamodule.domains],
+        "batch_size": datamodule.batch_size,
+        "seed": datamodule.seed,
+        "cap": datamodule.cap,
+    }
 
 
 def _client_bce(outputs: Sequence[Tensor], target: float, sizes: Sequence[int]) -> Tensor:

@@ -28,7 +28,7 @@ def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> li
 
 def test_fit_lands_a_run_in_sqlite_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
-    assert main(["fit", "--config", TINY, "--model.evaluation.utility_samples=0"]) == 0
+    assert main(["fit", "--config", TINY]) == 0
     printed = capsys.readouterr().out
     assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in printed
     client = MlflowClient("sqlite:///mlflow.db")
@@ -39,15 +39,35 @@ def test_fit_lands_a_run_in_sqlite_mlflow(tmp_path: Path, monkeypatch: pytest.Mo
     assert params["config/data/batch_size"] == "8"
     assert params["config/model/federation/mode"] == "kld_clustered"
     assert tags["plan_source"] == "random" and tags["num_clients"] == "4"
-    for key in ("train/loss_d", "train/loss_g", "wire/bytes_up", "wire/bytes_down", "cluster/ari"):
+    for key in ("train/loss_d", "train/loss_g", "wire/bytes_up", "wire/bytes_down", "cluster/ari",
+                "eval/score/mnist5k", "eval/score/glyphs", "eval/seconds", "utility/accuracy/glyphs", "utility/f1/mnist5k"):
         assert key in metrics, key
     assert len(client.get_metric_history(run.info.run_id, "wire/bytes_up")) == 3  # one per round
     assert len(client.get_metric_history(run.info.run_id, "train/loss_d")) == 6  # 2 steps x 3 epochs
     artifacts = _artifacts(client, run.info.run_id)
     for expected in ("plan.json", "config.yaml", "partition.csv", "clusters/round_003.json", "weights/round_003.json",
-                     "exchange/round_001.json", "samples/mnist5k/round_001.png", "samples/glyphs/round_003.png"):
+                     "exchange/round_001.json", "samples/mnist5k/round_001.png", "samples/glyphs/round_003.png",
+                     "utility.csv", "score_curves.png"):
         assert expected in artifacts, expected
     assert any(a.endswith("last.ckpt") for a in artifacts)
+
+    # the saved run can be evaluated from its checkpoint alone
+    (checkpoint,) = tmp_path.glob("runs/*/*/checkpoints/last.ckpt")
+    assert main(["evaluate", "--ckpt_path", str(checkpoint), "--samples", "100", "--epochs", "1", "--csv", "u.csv"]) == 0
+    table = capsys.readouterr().out
+    assert "mnist5k" in table and "glyphs" in table and "accuracy" in table
+    assert (tmp_path / "u.csv").read_text().startswith("domain,")
+
+
+def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
+    (tmp_path / "keep.txt").write_text("already written")
+    for command in (["fit", "--config", TINY, "--ckpt_path", "bad.ckpt"], ["evaluate", "--ckpt_path", "bad.ckpt"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "bad.ckpt cannot be read" in err and "Traceback" not in err
+    assert (tmp_path / "keep.txt").read_text() == "already written"
 
 
 def _final_weights(tmp: Path, args: list[str]) -> tuple[dict[str, torch.Tensor], str]:
@@ -85,6 +105,8 @@ def test_wire_carries_only_floating_point_during_training(tmp_path: Path, monkey
         (["--model.plan.source=uniform", "--model.plan.cut=[2,3,1,1]"], "head + tail <= 4"),
         (["--data.domains=[{name: fashion_mnist, clients: 2, root: /nonexistent/fmnist}]"], "/nonexistent/fmnist"),
         (["--model.federation.mode=fedprox"], "fedprox"),
+        (["--model.evaluation.metrics=[score,bogus]"], "bogus"),
+        (["--model.federation.k=9"], "federation.k = 9"),
     ],
 )
 def test_bad_input_is_a_clear_error(tmp_path: Path, monkeypatch, capsys, args: list[str], message: str) -> None:

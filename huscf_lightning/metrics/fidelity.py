@@ -130,8 +130,8 @@ def fidelity_metrics(
     """FID and/or KID of ``generated`` against ``real`` (both (N, C, H, W) in [-1, 1]).
 
     Returns the requested values among ``fid``, ``kid``, ``kid_std`` and ``features``:
-    ``"classifier:<domain>"`` or ``"inception:<path>"``. The KID subset size shrinks to the
-    smaller set when a set has fewer than ``kid_subset_size`` images.
+    ``"classifier:<domain>"`` or ``"inception:<path>"``. The KID subset size is capped at half
+    the smaller set, so that the subsets differ and ``kid_std`` measures something.
     """
     metrics = check_metric_names(metrics, FIDELITY_METRICS)
     if not metrics:
@@ -166,7 +166,7 @@ def fidelity_metrics(
             "FID/KID need features: pass the domain classifier (classifier=...) or a local Inception "
             "weights file (inception_weights=...)."
         )
-    subset_size = min(kid_subset_size, generated.shape[0], real.shape[0])
+    subset_size = max(2, min(kid_subset_size, generated.shape[0] // 2, real.shape[0] // 2))
     result = torch_fidelity.calculate_metrics(
         input1=ImageTensorDataset(generated_u8),
         input2=ImageTensorDataset(real_u8),

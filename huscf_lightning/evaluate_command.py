@@ -1,0 +1,48 @@
+"""``evaluate``: the utility test (and generation scores) of a saved run, from its checkpoint alone."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from huscf_lightning.callbacks.evaluation import evaluate_utility, format_utility_table, utility_csv
+from huscf_lightning.checkpoints import read_checkpoint
+from huscf_lightning.config import ConfigError
+from huscf_lightning.data import DomainSpec, HuSCFDataModule
+from huscf_lightning.module import HuSCFGAN
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the ``evaluate`` command."""
+    parser.add_argument("--ckpt_path", required=True, help="a checkpoint of a huscf_lightning run (e.g. last.ckpt)")
+    parser.add_argument("--samples", type=int, default=30000, help="generated samples per domain (default 30000)")
+    parser.add_argument("--epochs", type=int, default=15, help="epochs of the utility CNN (default 15)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generated samples and the CNN")
+    parser.add_argument("--csv", default=None, help="also write the table to this CSV file")
+
+
+def load_run(ckpt_path: str) -> tuple[HuSCFGAN, HuSCFDataModule]:
+    """The trained model and its datamodule, rebuilt from what the checkpoint recorded."""
+    data = read_checkpoint(ckpt_path)["huscf"].get("data")
+    if data is None:
+        raise ConfigError(
+            f"The checkpoint {ckpt_path} does not record its data section (it was saved without a "
+            f"HuSCFDataModule), so its domains' test sets are unknown; evaluate with the library instead."
+        )
+    model = HuSCFGAN.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=False)
+    datamodule = HuSCFDataModule(
+        [DomainSpec(**spec) for spec in data["domains"]], data["batch_size"], data["seed"], data["cap"]
+    )
+    datamodule.setup("fit")
+    return model, datamodule
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the utility table of the checkpoint's generators (one row per domain)."""
+    model, datamodule = load_run(args.ckpt_path)
+    rows = evaluate_utility(model, datamodule, num_samples=args.samples, epochs=args.epochs, seed=args.seed)
+    sys.stdout.write(format_utility_table(rows) + "\n")
+    if args.csv:
+        Path(args.csv).write_text(utility_csv(rows))
+    return 0
