@@ -122,7 +122,6 @@ class GenerationEvaluation(Callback):
         row = self.evaluate(trainer, pl_module)
         row["eval/seconds"] = time.perf_counter() - started
         log_round_metrics(trainer, row, round_index)
-        trainer.callback_metrics.update({key: torch.tensor(value) for key, value in row.items()})
         self.history.append({"round": round_index, **row})
         scores = ", ".join(
             f"{key.split('/')[-1]} {value:.3f}" for key, value in row.items() if key.startswith("eval/score/")
