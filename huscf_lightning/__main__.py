@@ -35,8 +35,21 @@ def main(argv: list[str] | None = None) -> int:
         package_log.removeHandler(handler)
 
 
+USAGE = """usage: huscf-lightning COMMAND [options]
+
+commands:
+  fit        train (LightningCLI: --config FILE, dotted overrides, --print_config); no options = default job
+{commands}
+
+`huscf-lightning COMMAND --help` shows a command's options."""
+
+
 def _dispatch(args: list[str], argv: list[str] | None) -> int:
     command = args[0] if args else None
+    if command in (None, "-h", "--help"):
+        listed = "\n".join(f"  {name:<10} {description}" for name, (_, description) in COMMANDS.items())
+        print(USAGE.format(commands=listed))
+        return 0 if command else 2
     if command in COMMANDS:
         module_name, description = COMMANDS[command]
         module = importlib.import_module(f"huscf_lightning.{module_name}")

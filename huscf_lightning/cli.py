@@ -30,6 +30,11 @@ class MLflowSaveConfig(SaveConfigCallback):
 class HuSCFCLI(LightningCLI):
     """LightningCLI whose trainer length and checkpoint cadence follow the model's rounds."""
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """Only ``fit``: HuSCFGAN has no validation/test loop (``huscf_lightning evaluate`` tests a checkpoint)."""
+        return {"fit": LightningCLI.subcommands()["fit"]}
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("seed_everything", "model.seed")
         parser.link_arguments("seed_everything", "data.seed")
@@ -67,14 +72,14 @@ def _check_ckpt_args(args: list[str]) -> None:
 
 
 def run_cli(args: list[str] | None = None) -> HuSCFCLI:
-    """Run LightningCLI (fit/validate/test) with the packaged defaults; returns the CLI (trainer, model)."""
+    """Run LightningCLI ``fit`` with the packaged defaults; returns the CLI (trainer, model)."""
     _check_ckpt_args(list(sys.argv[1:] if args is None else args))
     defaults = {"default_config_files": [DEFAULT_CONFIG], "parser_mode": "omegaconf"}
     return HuSCFCLI(
         HuSCFGAN,
         HuSCFDataModule,
         args=args,
-        parser_kwargs={"fit": defaults, "validate": defaults, "test": defaults},
+        parser_kwargs={"fit": defaults},
         save_config_callback=MLflowSaveConfig,
         save_config_kwargs={"save_to_log_dir": False},
         auto_configure_optimizers=False,
