@@ -119,3 +119,19 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, monkeypatch, capsys, args: l
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
+
+
+def test_ga_plan_is_chosen_and_logged(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cli = run_cli(["fit", "--config", TINY, "--model.rounds=1", "--model.plan.source=ga",
+                   "--model.plan.ga={population: 60, generations: 30}", *QUIET])
+    client = MlflowClient("sqlite:///mlflow.db")
+    run = client.get_run(cli.trainer.logger.run_id)
+    assert run.data.tags["plan_source"] == "ga"
+    report = cli.model.plan_report
+    assert run.data.metrics["plan/latency_s"] == pytest.approx(report["latency_s"])
+    assert len(report["client_profiles"]) == 4 and report["breakdown"]["iteration_s"] == pytest.approx(report["latency_s"])
+    assert "cut_selection.json" in _artifacts(client, run.info.run_id)
+    # clustering is on, so every GA cut keeps the middle D block on the server
+    assert cli.model.D.common_server_block() is not None
+    assert report["plan"] == cli.model.plan.to_dict()
