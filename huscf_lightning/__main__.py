@@ -14,6 +14,7 @@ import sys
 COMMANDS = {
     "cuts": ("cuts_command", "Cut-point selection alone: latency model and GA over device profiles."),
     "evaluate": ("evaluate_command", "Utility test of a saved run's generators, from its checkpoint."),
+    "sweep": ("sweep_command", "Optuna sweep of fit runs, each trial a nested MLflow run."),
 }
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 from importlib.resources import files
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from huscf_lightning.checkpoints import read_checkpoint
 from huscf_lightning.data import HuSCFDataModule
 from huscf_lightning.module import HuSCFGAN
-from huscf_lightning.tracking import log_text, mlflow_logger
+from huscf_lightning.tracking import check_tracking_uri, log_text, mlflow_logger
 
 DEFAULT_CONFIG = str(files("huscf_lightning.configs") / "default.yaml")
 
@@ -42,6 +42,10 @@ class HuSCFCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         config.trainer.max_epochs = config.model.rounds * config.model.local_epochs
+        logger = config.trainer.logger
+        uri = getattr(getattr(logger, "init_args", None), "tracking_uri", None)
+        if uri:
+            check_tracking_uri(uri)
 
     def before_fit(self) -> None:
         configured = self.config[self.subcommand].trainer.callbacks or []
@@ -71,8 +75,12 @@ def _check_ckpt_args(args: list[str]) -> None:
             read_checkpoint(args[i + 1])
 
 
-def run_cli(args: list[str] | None = None) -> HuSCFCLI:
-    """Run LightningCLI ``fit`` with the packaged defaults; returns the CLI (trainer, model)."""
+def run_cli(args: list[str] | None = None, extra_callbacks: list[Callback] | None = None) -> HuSCFCLI:
+    """Run LightningCLI ``fit`` with the packaged defaults; returns the CLI (trainer, model).
+
+    ``extra_callbacks`` join the trainer's callbacks: objects the command line cannot express,
+    such as a sweep trial's pruning callback.
+    """
     _check_ckpt_args(list(sys.argv[1:] if args is None else args))
     defaults = {"default_config_files": [DEFAULT_CONFIG], "parser_mode": "omegaconf"}
     return HuSCFCLI(
@@ -83,4 +91,5 @@ def run_cli(args: list[str] | None = None) -> HuSCFCLI:
         save_config_callback=MLflowSaveConfig,
         save_config_kwargs={"save_to_log_dir": False},
         auto_configure_optimizers=False,
+        trainer_defaults={"callbacks": list(extra_callbacks)} if extra_callbacks else None,
     )

@@ -11,12 +11,32 @@ import logging
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import lightning.pytorch as pl
+import requests
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
 
 log = logging.getLogger(__name__)
+
+
+class TrackingError(ValueError):
+    """An MLflow store that cannot be used; the message names the fix."""
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Fail fast on an unreachable MLflow server (MLflow itself would retry for minutes)."""
+    if urlparse(uri).scheme not in ("http", "https"):
+        return
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=5)
+    except requests.RequestException as err:
+        raise TrackingError(
+            f"The MLflow tracking server at {uri} cannot be reached ({type(err).__name__}). Start it "
+            f"(`mlflow server --host 127.0.0.1 --port <port>`), or give a reachable tracking URI, "
+            f"e.g. sqlite:///mlflow.db."
+        ) from err
 
 
 def mlflow_logger(trainer: pl.Trainer) -> MLFlowLogger | None:

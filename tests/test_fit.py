@@ -108,6 +108,8 @@ def test_wire_carries_only_floating_point_during_training(tmp_path: Path, monkey
         (["--model.federation.mode=fedprox"], "fedprox"),
         (["--model.evaluation.metrics=[score,bogus]"], "bogus"),
         (["--model.federation.k=9"], "federation.k = 9"),
+        (["--trainer.logger=lightning.pytorch.loggers.MLFlowLogger", "--trainer.logger.tracking_uri=http://127.0.0.1:9"],
+         "http://127.0.0.1:9 cannot be reached"),
     ],
 )
 def test_bad_input_is_a_clear_error(tmp_path: Path, monkeypatch, capsys, args: list[str], message: str) -> None:

@@ -166,3 +166,44 @@ def select_cuts(
         method=method,
         search=search,
     )
+
+
+def plan_latency(
+    plan: SplitPlan,
+    generator: nn.Module,
+    discriminator: nn.Module,
+    profiles: str | Path | ProfileSet = "paper",
+    assignment: Sequence[str] | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    z_dim: int | None = None,
+    num_classes: int | None = None,
+) -> dict:
+    """Modeled iteration latency of any given plan (random, explicit or GA) under the device profiles.
+
+    Clients get their device types exactly as `select_cuts` assigns them for the same ``profiles``,
+    ``assignment`` and ``seed``, so a GA plan scores its own ``latency_s`` and other plans are
+    comparable with it. Returns ``latency_s``, the per-phase ``breakdown``, ``client_profiles`` and
+    ``client_busy_s``.
+    """
+    profile_set = profiles if isinstance(profiles, ProfileSet) else load_profiles(profiles)
+    client_profiles = assign_profiles(plan.num_clients, profile_set, seed, assignment)
+    z_dim = _network_attribute(generator, "z_dim", z_dim)
+    num_classes = _network_attribute(generator, "num_classes", num_classes)
+    image_shape = _image_shape(generator, z_dim, num_classes)
+    gan = profile_gan(generator, discriminator, batch_size, z_dim, image_shape, num_classes)
+    if (gan.generator.num_blocks, gan.discriminator.num_blocks) != (plan.g_blocks, plan.d_blocks):
+        raise PlanError(
+            f"The plan cuts networks of {plan.g_blocks} (G) and {plan.d_blocks} (D) blocks, but the given networks "
+            f"have {gan.generator.num_blocks} and {gan.discriminator.num_blocks}; pass the networks the plan was made for."
+        )
+    model = LatencyModel.build(gan, profile_set, client_profiles, shared_d_block=False)
+    g_genes = [model.generator.options.index(cut) for cut in plan.head_tails("G")]
+    d_genes = [model.discriminator.options.index(cut) for cut in plan.head_tails("D")]
+    breakdown = model.breakdown(g_genes, d_genes)
+    return {
+        "latency_s": float(breakdown["iteration_s"]),
+        "breakdown": breakdown,
+        "client_profiles": list(client_profiles),
+        "client_busy_s": [float(b) for b in model.client_busy_s(g_genes, d_genes)],
+    }

@@ -1,0 +1,75 @@
+"""The ``sweep`` command: run (or resume) an Optuna study of fit runs described by a sweep spec.
+
+``python -m huscf_lightning sweep --config sweeps/cuts_and_clusters.yaml --n-trials 6`` prints one
+line per finished trial and, at the end, the Pareto front as a table; every trial is a child run
+of the sweep's run in MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from .sweep import format_front, load_sweep, run_sweep, with_overrides
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the ``sweep`` command."""
+    parser.add_argument("--config", required=True, help="sweep spec YAML, e.g. sweeps/cuts_and_clusters.yaml")
+    parser.add_argument("--n-trials", type=int, default=None, help="trials to run now (default: the spec's n_trials)")
+    parser.add_argument("--study-name", default=None, help="Optuna study name; an existing study is resumed")
+    parser.add_argument("--storage", default=None, help="Optuna storage URL (default: the spec's, sqlite:///optuna.db)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the fit config's logger)")
+
+
+def trial_line(trial: FrozenTrial, objectives: list[str], index: int, total: int) -> str:
+    """One progress line for a finished trial (the ``index``-th of ``total`` this session)."""
+    seconds = trial.duration.total_seconds() if trial.duration is not None else float("nan")
+    if trial.state == TrialState.COMPLETE:
+        outcome = ", ".join(f"{o}={v:.4f}" for o, v in zip(objectives, trial.values))
+    elif trial.state == TrialState.PRUNED and trial.last_step is not None:
+        outcome = f"pruned at round {trial.last_step} ({objectives[0]} {trial.intermediate_values[trial.last_step]:.4f})"
+    else:
+        outcome = trial.user_attrs.get("error", "").replace("\n", " ")[:200]
+    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+    return f"[{index}/{total}] trial {trial.number} {trial.state.name} in {seconds:.0f} s: {outcome} | {params}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command on parsed arguments; prints progress and the front to stdout, returns the exit code."""
+    spec = with_overrides(
+        load_sweep(args.config),
+        n_trials=args.n_trials,
+        study_name=args.study_name,
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    objectives = list(spec.objectives)
+    finished = 0
+
+    def progress(study: optuna.Study, trial: FrozenTrial) -> None:
+        nonlocal finished
+        finished += 1
+        sys.stdout.write(trial_line(trial, objectives, finished, spec.n_trials) + "\n")
+        sys.stdout.flush()
+
+    result = run_sweep(spec, on_trial=progress)
+    states = [t.state for t in result.study.trials]
+    sys.stdout.write(
+        f"\nStudy {spec.study_name!r} in {spec.storage}: {states.count(TrialState.COMPLETE)} complete, "
+        f"{states.count(TrialState.FAIL)} failed, {states.count(TrialState.PRUNED)} pruned trials in all.\n"
+    )
+    title = "Pareto front" if len(objectives) > 1 else "Best trial"
+    sys.stdout.write(f"{title} ({', '.join(f'{o}: {d}' for o, d in zip(objectives, spec.directions))}):\n")
+    sys.stdout.write(format_front(result.front, objectives) + "\n")
+    sys.stdout.write(
+        f"\nMLflow sweep run {result.parent_run_id} in experiment {result.experiment_name!r} at {result.tracking_uri}\n"
+        f"See it with: mlflow ui --backend-store-uri {result.tracking_uri}\n"
+        f"Resume with: python -m huscf_lightning sweep --config {args.config} --study-name {spec.study_name} "
+        f"--storage {spec.storage}\n"
+    )
+    return 0

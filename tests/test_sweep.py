@@ -1,0 +1,265 @@
+"""Sweeps: trials land in Optuna and as nested MLflow runs, failures are recorded, bad specs fail before any trial."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from optuna.trial import TrialState
+
+from huscf_lightning import sweep_command
+from huscf_lightning.nets import ReferenceDiscriminator, ReferenceGenerator
+from huscf_lightning.split.plan import SplitPlan
+from huscf_lightning.split.selection import plan_latency, select_cuts
+from huscf_lightning.sweep import SweepError, load_sweep, prepare, sweep_from_mapping
+from huscf_lightning.tracking import TrackingError
+
+
+
+def _stores(folder: Path) -> tuple[str, str]:
+    """Optuna storage and MLflow tracking URIs inside ``folder`` (absolute: MLflow caches stores by URI)."""
+    return f"sqlite:///{folder / 'optuna.db'}", f"sqlite:///{folder / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def base_config(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The smallest useful fit: 4 clients on two quick offline domains, 2 rounds, 100 evaluation samples."""
+    folder = tmp_path_factory.mktemp("sweep_base")
+    config = {
+        "trainer": {
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.MLFlowLogger",
+                "init_args": {"experiment_name": "sweep-tests", "tracking_uri": "sqlite:///unused.db"},
+            },
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "log_every_n_steps": 1,
+        },
+        "model": {
+            "rounds": 2,
+            "local_epochs": 1,
+            "federation": {"warmup_rounds": 1},
+            "evaluation": {
+                "num_samples": 100,
+                "utility_samples": 0,
+                "sample_grids": False,
+                "classifier_cache": str(folder / "classifiers"),  # shared by every test here: trained once
+            },
+        },
+        "data": {
+            "domains": [
+                {"name": "digits", "clients": 2},
+                {"name": "glyphs", "clients": 2, "options": {"train_per_class": 20, "test_per_class": 10}},
+            ],
+            "batch_size": 8,
+            "cap": 16,
+        },
+    }
+    path = folder / "fit.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def _spec_file(folder: Path, base_config: str, **entries) -> str:
+    storage, tracking = _stores(folder)
+    spec = {"study_name": "demo", "storage": storage, "tracking_uri": tracking, "base_config": base_config, **entries}
+    path = folder / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return str(path)
+
+
+def _run(config: str, **options) -> int:
+    parser = argparse.ArgumentParser()
+    sweep_command.add_arguments(parser)
+    args = [f"--config={config}"] + [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
+    return sweep_command.run(parser.parse_args(args))
+
+
+def _runs(client: MlflowClient) -> list:
+    return client.search_runs([client.get_experiment_by_name("sweep-tests").experiment_id])
+
+
+def test_two_trial_sweep_lands_in_optuna_and_as_nested_mlflow_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, base_config: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    storage, tracking = _stores(tmp_path)
+    config = _spec_file(
+        tmp_path,
+        base_config,
+        objectives=["fid", "latency"],
+        n_trials=2,
+        sampler={"population_size": 2},
+        fixed={"model.plan.ga.population": 12},
+        search_space={
+            "model.federation.alpha": {"type": "float", "low": 0.1, "high": 5.0, "log": True},
+            "model.plan.source": {"type": "categorical", "choices": ["random", "ga"]},
+            "model.plan.ga.generations": {"type": "int", "low": 2, "high": 4},
+        },
+    )
+    assert _run(config) == 0
+    printed = capsys.readouterr().out
+    assert "[1/2] trial 0 COMPLETE" in printed and "[2/2] trial 1 COMPLETE" in printed
+    assert "Pareto front (fid: minimize, latency: minimize)" in printed
+
+    study = optuna.load_study(study_name="demo", storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    assert {t.params["model.plan.source"] for t in study.trials} == {"random", "ga"}  # seeded: one of each
+    client = MlflowClient(tracking)
+    runs = _runs(client)
+    assert len(runs) == 3
+    (parent,) = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags]
+    assert parent.data.tags["sweep.objectives"] == "fid,latency" and parent.info.status == "FINISHED"
+    assert parent.data.metrics["sweep/complete_trials"] == 2
+    front = json.loads(Path(client.download_artifacts(parent.info.run_id, "pareto_front.json", str(tmp_path))).read_text())
+    assert [row["trial"] for row in front] == sorted(t.number for t in study.best_trials)
+    assert "pareto_front.png" in [a.path for a in client.list_artifacts(parent.info.run_id)]
+
+    children = {r.info.run_id: r for r in runs if r.data.tags.get(MLFLOW_PARENT_RUN_ID) == parent.info.run_id}
+    assert len(children) == 2
+    for trial in study.trials:
+        child = children[trial.user_attrs["mlflow_run_id"]]
+        assert child.info.status == "FINISHED"
+        for path, value in trial.params.items():
+            assert child.data.params[path] == (value if isinstance(value, str) else json.dumps(value))
+        metrics = child.data.metrics
+        # fid was added to the evaluation metrics for the objective; the objective is the mean over domains
+        assert metrics["objective/fid"] == pytest.approx((metrics["eval/fid/digits"] + metrics["eval/fid/glyphs"]) / 2)
+        assert list(trial.values) == [pytest.approx(metrics["objective/fid"]), pytest.approx(metrics["objective/latency"])]
+        # the latency objective is the modeled latency of the plan the run logged
+        plan = SplitPlan.from_json(Path(client.download_artifacts(child.info.run_id, "plan.json", str(tmp_path))).read_text())
+        expected = plan_latency(plan, ReferenceGenerator(), ReferenceDiscriminator(), seed=0)["latency_s"]
+        assert metrics["objective/latency"] == pytest.approx(expected)
+        if trial.params["model.plan.source"] == "ga":  # the GA's own report agrees
+            assert metrics["plan/latency_s"] == pytest.approx(expected)
+            assert child.data.params["plan/ga/population"] == "12"
+
+
+def test_failed_trials_are_recorded_and_the_study_goes_on_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, base_config: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    storage, tracking = _stores(tmp_path)
+    search = {"model.federation.alpha": {"type": "float", "low": 0.5, "high": 2.0}}
+    # 9 clusters for 4 clients: every trial raises while the run sets up
+    config = _spec_file(tmp_path, base_config, objectives=["score"], n_trials=2, fixed={"model.federation.k": 9}, search_space=search)
+    assert _run(config) == 0
+    printed = capsys.readouterr().out
+    assert "[1/2] trial 0 FAIL" in printed and "[2/2] trial 1 FAIL" in printed
+    assert "the Pareto front is empty" in printed
+    study = optuna.load_study(study_name="demo", storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    client = MlflowClient(tracking)
+    children = [r for r in _runs(client) if MLFLOW_PARENT_RUN_ID in r.data.tags]
+    assert sorted(r.info.status for r in children) == ["FAILED", "FAILED"]
+    assert all("federation.k" in r.data.tags["sweep.error"] for r in children)
+
+    # resume by name with a third trial: same study, same sweep run
+    assert _run(config, n_trials=1) == 0
+    study = optuna.load_study(study_name="demo", storage=storage)
+    assert len(study.trials) == 3
+    parents = [r for r in _runs(client) if MLFLOW_PARENT_RUN_ID not in r.data.tags]
+    assert len(parents) == 1 and parents[0].data.metrics["sweep/fail_trials"] == 3
+
+
+def test_single_objective_reports_each_round_score_to_optuna(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, base_config: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    storage, tracking = _stores(tmp_path)
+    config = _spec_file(
+        tmp_path, base_config, objectives=["score"], n_trials=1,
+        search_space={"model.lr_g": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True}},
+    )
+    assert _run(config, study_name="pruned") == 0
+    (trial,) = optuna.load_study(study_name="pruned", storage=storage).trials
+    assert trial.state == TrialState.COMPLETE
+    history = MlflowClient(tracking).get_metric_history(trial.user_attrs["mlflow_run_id"], "eval/score_mean")
+    # step = round, and each round's own score (the pruning callback runs after that round's evaluation)
+    assert trial.intermediate_values == {m.step: pytest.approx(m.value) for m in history}
+    assert sorted(trial.intermediate_values) == [1, 2]
+    assert trial.values[0] == pytest.approx(max(history, key=lambda m: m.step).value)
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ({"fixed": {"model.federation.alhpa": 1.0}}, "'model.federation.alhpa' (close: ['model.federation.alpha'"),
+        ({"search_space": {"model.plan.ga.populaton": {"type": "int", "low": 2, "high": 4}}}, "model.plan.ga.population"),
+        ({"search_space": {"model.federaton.k": {"type": "int", "low": 1, "high": 2}}}, "model.federation.k"),
+        ({"fixed": {"model.federation.alpha": "abc"}}, "alpha"),
+        ({"search_space": {"model.plan.source": {"type": "categorical", "choices": ["random", "magic"]}}}, "magic"),
+        ({"objectives": ["fid", "speed"]}, "speed"),
+        ({"fixed": {"trainer.logger": False}}, "trainer.logger is False"),
+        ({"storage": "nodb://x"}, "Cannot open the Optuna storage"),
+        ({"search_space": {"model.rounds": {"type": "int", "low": 3, "high": 1}}}, "low <= high"),
+        ({"search_space": {"model.plan.ga.population": {"type": "int", "low": 5, "high": 50}}}, "elite must be in [0, population)"),
+    ],
+)
+def test_a_bad_spec_is_a_clear_error_before_any_trial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, base_config: str, entries: dict, message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = _spec_file(tmp_path, base_config, **entries)
+    with pytest.raises(SweepError) as error:
+        _run(config)
+    assert message in str(error.value)
+    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_an_unreachable_tracking_uri_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, base_config: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = _spec_file(tmp_path, base_config, search_space={"model.federation.alpha": {"type": "float", "low": 0.5, "high": 2}})
+    started = time.perf_counter()
+    with pytest.raises(TrackingError, match=r"http://127\.0\.0\.1:9 cannot be reached"):
+        _run(config, tracking_uri="http://127.0.0.1:9")
+    assert time.perf_counter() - started < 10
+    assert not (tmp_path / "optuna.db").exists()
+
+
+def test_packaged_sweeps_pass_the_checks() -> None:
+    folder = Path(__file__).parents[1] / "sweeps"
+    for name, objectives in (("cuts_and_clusters", ("fid", "latency")), ("single_objective", ("score",))):
+        spec = load_sweep(folder / f"{name}.yaml")
+        assert spec.objectives == objectives
+        prepared = prepare(spec)
+        assert prepared.experiment_name == "huscf-sweeps" and prepared.tracking_uri == "sqlite:///mlflow.db"
+        if "fid" in objectives:
+            assert "fid" in prepared.fixed["model.evaluation.metrics"]
+    single = load_sweep(folder / "single_objective.yaml")
+    assert single.pruning_monitor == "eval/score_mean"
+    assert isinstance(single.make_pruner(), optuna.pruners.MedianPruner)
+    assert isinstance(load_sweep(folder / "cuts_and_clusters.yaml").make_sampler(), optuna.samplers.NSGAIISampler)
+
+
+def test_spec_mapping_errors_name_the_key() -> None:
+    with pytest.raises(SweepError, match="close: .*'search_space'"):
+        sweep_from_mapping({"study_name": "x", "serch_space": {}})
+    with pytest.raises(SweepError, match="both fixed and searched"):
+        sweep_from_mapping({"study_name": "x", "fixed": {"model.rounds": 2}, "search_space": {"model.rounds": {"type": "int", "low": 1, "high": 2}}})
+    with pytest.raises(SweepError, match="both log: true and a step"):
+        sweep_from_mapping({"study_name": "x", "search_space": {"model.lr_g": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True, "step": 1e-4}}})
+    with pytest.raises(SweepError, match="as YAML text"):
+        sweep_from_mapping({"study_name": "x", "search_space": {"model.plan.cut": {"type": "categorical", "choices": [[1, 1, 1, 1]]}}})
+
+
+def test_plan_latency_of_a_ga_plan_equals_the_selection_latency() -> None:
+    generator, discriminator = ReferenceGenerator(), ReferenceDiscriminator()
+    selection = select_cuts(6, generator, discriminator, seed=3, ga={"population": 30, "generations": 20}, shared_d_block=True)
+    report = plan_latency(selection.plan, generator, discriminator, seed=3)
+    assert report["latency_s"] == pytest.approx(selection.latency_s, rel=1e-12)
+    assert report["breakdown"] == selection.breakdown
+    assert report["client_profiles"] == list(selection.client_profiles)
+    assert report["client_busy_s"] == pytest.approx(list(selection.client_busy_s))
+    # the exact optimum is no slower than any other plan over the same cut options
+    best = select_cuts(6, generator, discriminator, seed=3, exact=True, shared_d_block=True)
+    for seed in range(3):
+        other = SplitPlan.random(6, 5, 5, seed, shared_block=True)
+        assert plan_latency(other, generator, discriminator, seed=3)["latency_s"] >= best.latency_s - 1e-12
