@@ -167,9 +167,10 @@ class HuSCFGAN(pl.LightningModule):
         return opt_g, opt_d
 
     def configure_callbacks(self) -> list[pl.Callback]:
+        """The round callbacks for this run's settings; instances already on the Trainer are kept."""
         from huscf_lightning.callbacks import default_callbacks
 
-        return default_callbacks(self)
+        return default_callbacks(self, self.trainer.callbacks if self._trainer is not None else ())
 
     # ----------------------------------------------------------------- rounds
     def is_round_end(self, trainer: pl.Trainer) -> bool:

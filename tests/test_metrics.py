@@ -297,6 +297,10 @@ def test_callbacks_with_the_real_huscfgan(classifier_cache, tmp_path, caplog) ->
     with caplog.at_level("INFO", logger="huscf_lightning.callbacks.evaluation"):
         trainer.fit(model, datamodule=datamodule)
 
+    # the user's own instances are kept (not replaced by the module's) and run after aggregation
+    kinds = [type(c).__name__ for c in trainer.callbacks]
+    assert kinds.count("GenerationEvaluation") == 1 and generation in trainer.callbacks
+    assert kinds.index("FederatedAggregation") < kinds.index("GenerationEvaluation") < kinds.index("UtilityEvaluation")
     assert [row["round"] for row in generation.history] == [2]  # every second round only
     assert all(1.0 <= generation.history[0][f"eval/score/{d}"] <= 10.0 for d in ("digits", "glyphs"))
     assert [(row["domain"], row["client"]) for row in utility_callback.results] == [("digits", 0), ("glyphs", 1)]
