@@ -91,16 +91,18 @@ def _channels_by_positions(features: Tensor) -> Tensor:
     return features.flatten(start_dim=2)
 
 
+def is_group_ids(groups: object, num_clients: int) -> bool:
+    """Whether ``groups`` is a 1-D integer (not bool) tensor holding one group id per client."""
+    return (
+        torch.is_tensor(groups)
+        and groups.shape == (num_clients,)
+        and not (groups.is_floating_point() or groups.is_complex() or groups.dtype == torch.bool)
+    )
+
+
 def _check_groups(groups: Tensor, num_clients: int) -> Tensor:
     """Raise unless ``groups`` is a 1-D integer tensor with one id per client; return it."""
-    if (
-        not torch.is_tensor(groups)
-        or groups.dim() != 1
-        or groups.numel() != num_clients
-        or groups.is_floating_point()
-        or groups.is_complex()
-        or groups.dtype == torch.bool
-    ):
+    if not is_group_ids(groups, num_clients):
         raise KLDError(
             f"groups must be a 1-D integer tensor with one group id per client ({num_clients} clients); "
             f"got {_describe(groups)}. Pass e.g. the cluster labels, or torch.zeros({num_clients}, "

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from huscf_lightning.federation.kld import feature_kld_scores
+from huscf_lightning.federation.kld import feature_kld_scores, is_group_ids
 
 AGGREGATION_MODES = ("fedavg", "clustered", "kld_clustered")
 
@@ -209,12 +209,7 @@ def _check_scores(scores: Tensor, num_clients: int) -> Tensor:
 def _check_groups(groups: Tensor, num_clients: int, num_groups: int | None) -> tuple[Tensor, int]:
     """Group ids as a long (K,) tensor in 0..G-1 with no empty group, and G."""
     groups = torch.as_tensor(groups)
-    if (
-        groups.shape != (num_clients,)
-        or groups.is_floating_point()
-        or groups.is_complex()
-        or groups.dtype == torch.bool
-    ):
+    if not is_group_ids(groups, num_clients):
         raise WeightsError(
             f"groups must be a 1-D integer tensor with one group id per client ({num_clients} clients); "
             f"got shape {tuple(groups.shape)} and dtype {groups.dtype}. Pass the cluster labels of "
