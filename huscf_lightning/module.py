@@ -120,6 +120,8 @@ class HuSCFGAN(pl.LightningModule):
                 self.discriminator_template,
                 self.seed,
                 shared_d_block=self.federation.mode != "fedavg",
+                z_dim=self.z_dim,
+                num_classes=self.num_classes,
             )
         self.plan = plan
         self.G = SplitNetwork(self.generator_template, plan.head_tails("G"), "G", self.wire)

@@ -35,7 +35,6 @@ from huscf_lightning.cli import DEFAULT_CONFIG, HuSCFCLI, run_cli
 from huscf_lightning.data import HuSCFDataModule
 from huscf_lightning.module import HuSCFGAN
 from huscf_lightning.split.ga import GaSettings
-from huscf_lightning.split.selection import plan_latency
 from huscf_lightning.tracking import check_tracking_uri
 
 log = logging.getLogger(__name__)
@@ -420,12 +419,7 @@ def objective_values(objectives: Sequence[str], metrics: Mapping[str, float], mo
     values = {}
     for name in objectives:
         if name == "latency":
-            spec = model.plan_spec
-            report = plan_latency(
-                model.plan, model.generator_template, model.discriminator_template,
-                profiles=spec.profiles, assignment=spec.assignment, seed=model.seed,
-            )
-            values[name] = report["latency_s"]
+            values[name] = model.plan_report["latency_s"]
             continue
         keys = [f"eval/{name}/{domain}" for domain in model.domain_names]
         missing = [k for k in keys if k not in metrics]

@@ -10,6 +10,9 @@ from mlflow.tracking import MlflowClient
 
 from huscf_lightning.__main__ import main
 from huscf_lightning.cli import run_cli
+from huscf_lightning.nets import ReferenceDiscriminator, ReferenceGenerator
+from huscf_lightning.split import SplitPlan
+from huscf_lightning.split.selection import plan_latency
 
 TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")
 QUIET = [
@@ -50,6 +53,10 @@ def test_fit_lands_a_run_in_sqlite_mlflow(tmp_path: Path, monkeypatch: pytest.Mo
                      "utility.csv", "score_curves.png"):
         assert expected in artifacts, expected
     assert any(a.endswith("last.ckpt") for a in artifacts)
+    # a random plan gets its modeled latency too, so every run compares with GA runs
+    plan = SplitPlan.from_json(Path(client.download_artifacts(run.info.run_id, "plan.json", str(tmp_path))).read_text())
+    expected = plan_latency(plan, ReferenceGenerator(), ReferenceDiscriminator(), seed=0)["latency_s"]
+    assert metrics["plan/latency_s"] == pytest.approx(expected)
 
     # the saved run can be evaluated from its checkpoint alone
     (checkpoint,) = tmp_path.glob("runs/*/*/checkpoints/last.ckpt")

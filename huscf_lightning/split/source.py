@@ -14,30 +14,41 @@ def build_plan(
     discriminator: BlockNetwork,
     seed: int,
     shared_d_block: bool = True,
-) -> tuple[SplitPlan, dict | None]:
-    """The plan for ``num_clients`` clients, plus the GA's report (profiles, latency) when it chose the cuts.
+    z_dim: int | None = None,
+    num_classes: int | None = None,
+) -> tuple[SplitPlan, dict]:
+    """The plan for ``num_clients`` clients, and its report: the modeled iteration latency under the
+    configured device profiles (``latency_s``, ``breakdown``, ``client_profiles``), plus the GA's
+    search record when the GA chose the cuts. Every run gets a latency so runs compare in MLflow.
 
     ``shared_d_block``: random and GA plans keep a D block that every client runs on the server
     (clustered aggregation needs it); explicit and uniform plans are taken as given.
     """
-    g, d = generator.num_blocks, discriminator.num_blocks
-    if spec.source == "uniform":
-        return SplitPlan.uniform(spec.cut, num_clients, g, d), None
-    if spec.source == "explicit":
-        return SplitPlan.explicit(spec.cuts or [], num_clients, g, d), None
-    if spec.source == "random":
-        return SplitPlan.random(num_clients, g, d, seed, shared_block=shared_d_block), None
-    from huscf_lightning.split.selection import select_cuts
+    from huscf_lightning.split.selection import plan_latency, select_cuts
 
-    selection = select_cuts(
-        num_clients,
-        generator,
-        discriminator,
-        profiles=spec.profiles,
-        assignment=spec.assignment,
-        seed=seed,
-        ga=spec.ga,
-        progress_bar=True,
-        shared_d_block=shared_d_block,
+    g, d = generator.num_blocks, discriminator.num_blocks
+    if spec.source == "ga":
+        selection = select_cuts(
+            num_clients,
+            generator,
+            discriminator,
+            profiles=spec.profiles,
+            assignment=spec.assignment,
+            seed=seed,
+            ga=spec.ga,
+            progress_bar=True,
+            shared_d_block=shared_d_block,
+            z_dim=z_dim,
+            num_classes=num_classes,
+        )
+        return selection.plan, selection.to_dict()
+    if spec.source == "uniform":
+        plan = SplitPlan.uniform(spec.cut, num_clients, g, d)
+    elif spec.source == "explicit":
+        plan = SplitPlan.explicit(spec.cuts or [], num_clients, g, d)
+    else:
+        plan = SplitPlan.random(num_clients, g, d, seed, shared_block=shared_d_block)
+    report = plan_latency(
+        plan, generator, discriminator, spec.profiles, spec.assignment, seed, z_dim=z_dim, num_classes=num_classes
     )
-    return selection.plan, selection.to_dict()
+    return plan, {"method": spec.source, **report}
