@@ -56,7 +56,12 @@ class StepTimer(pl.Callback):
 
 
 def huscf_step_times(
-    clients: int, steps: int, batch: int, accelerator: str, profiler: profile | None = None
+    clients: int,
+    steps: int,
+    batch: int,
+    accelerator: str,
+    batch_clients: bool | None = None,
+    profiler: profile | None = None,
 ) -> list[float]:
     half = clients // 2
     data = HuSCFDataModule(
@@ -67,6 +72,7 @@ def huscf_step_times(
         evaluation=EvaluationSpec(metrics=[], utility_samples=0, sample_grids=False),
         rounds=1,
         local_epochs=1,
+        batch_clients=batch_clients,
     )
     timer = StepTimer(profiler)
     trainer = pl.Trainer(
@@ -117,23 +123,25 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2, help="alternate ours and the baseline this many times")
     parser.add_argument("--accelerator", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--batch-clients", action=argparse.BooleanOptionalAction, default=None,
+                        help="vmap clients that share a block, or run them one by one (default: by device)")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of our steps")
     args = parser.parse_args()
     if args.profile:
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.accelerator == "cuda" else [])
         prof = profile(activities=activities)
-        huscf_step_times(args.clients, args.steps, args.batch, args.accelerator, prof)
+        huscf_step_times(args.clients, args.steps, args.batch, args.accelerator, args.batch_clients, prof)
         print(f"profile of {args.steps - 1} steps (the first, with set-up, excluded):")
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
     ours_times: list[float] = []
     base_times: list[float] = []
     for _ in range(args.repeats):  # alternating keeps a busy machine's noise from favouring one side
-        ours_times += huscf_step_times(args.clients, args.steps, args.batch, args.accelerator)
+        ours_times += huscf_step_times(args.clients, args.steps, args.batch, args.accelerator, args.batch_clients)
         base_times += baseline_step_times(args.clients, args.steps, args.batch, args.accelerator)
     ours, base = statistics.median(ours_times), statistics.median(base_times)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     where = torch.cuda.get_device_name() if args.accelerator == "cuda" else f"cpu threads={torch.get_num_threads()}"
-    print(f"clients={args.clients} batch={args.batch} {where}")
+    print(f"clients={args.clients} batch={args.batch} batch_clients={args.batch_clients} {where}")
     print(f"HuSCFGAN median step  {ours:.3f} s")
     print(f"unsplit baseline      {base:.3f} s")
     print(f"ratio ours/baseline   {ours / base:.2f}")

@@ -33,7 +33,10 @@ class HuSCFGAN(pl.LightningModule):
 
     The clients (their domains and dataset sizes) come from the datamodule at ``setup``, or from
     `configure_clients` when used without one. A run is ``rounds * local_epochs`` epochs: set
-    ``Trainer(max_epochs=model.max_epochs)`` (the CLI does it for you).
+    ``Trainer(max_epochs=model.max_epochs)`` (the CLI does it for you). ``batch_clients``: compute
+    the clients that run the same block on their own copies in one ``torch.func.vmap`` call (True),
+    one by one (False), or by device (None: batched on a GPU, where it is several times faster with
+    many clients, one by one on a CPU, where it is not); False also suits blocks vmap cannot run.
     """
 
     def __init__(
@@ -51,13 +54,15 @@ class HuSCFGAN(pl.LightningModule):
         lr_d: float = 2e-4,
         betas: tuple[float, float] = (0.5, 0.999),
         seed: int = 0,
+        batch_clients: bool | None = None,
     ) -> None:
         super().__init__()
         if rounds < 1 or local_epochs < 1:
             raise ConfigError(f"rounds and local_epochs must be >= 1; got rounds={rounds}, local_epochs={local_epochs}.")
         # `rounds` is the training length, not the model: leaving it out of the hyperparameters lets
         # `fit --ckpt_path ... --model.rounds=N` extend a run (LightningCLI restores saved hparams over the CLI).
-        self.save_hyperparameters(ignore=["generator", "discriminator", "rounds"])
+        # `batch_clients` changes how clients are computed, not what: it can differ on resume.
+        self.save_hyperparameters(ignore=["generator", "discriminator", "rounds", "batch_clients"])
         self.automatic_optimization = False
         self.generator_template = generator if generator is not None else ReferenceGenerator(z_dim, num_classes)
         self.discriminator_template = (
@@ -74,6 +79,7 @@ class HuSCFGAN(pl.LightningModule):
         self.z_dim = z_dim
         self.num_classes = num_classes
         self.seed = seed
+        self.batch_clients = batch_clients
         self.wire = Wire()
         self.plan: SplitPlan | None = None
         self.plan_report: dict | None = None
@@ -124,8 +130,8 @@ class HuSCFGAN(pl.LightningModule):
                 num_classes=self.num_classes,
             )
         self.plan = plan
-        self.G = SplitNetwork(self.generator_template, plan.head_tails("G"), "G", self.wire)
-        self.D = SplitNetwork(self.discriminator_template, plan.head_tails("D"), "D", self.wire)
+        self.G = SplitNetwork(self.generator_template, plan.head_tails("G"), "G", self.wire, self.batch_clients)
+        self.D = SplitNetwork(self.discriminator_template, plan.head_tails("D"), "D", self.wire, self.batch_clients)
         self._noise.manual_seed(self.seed)
         log.info("built %d clients; plan %s", self.num_clients, [c.as_tuple() for c in plan])
 
@@ -308,5 +314,5 @@ def _client_bce(outputs: Sequence[Tensor], target: float, sizes: Sequence[int]) 
     probs = torch.cat(list(outputs)).reshape(-1)
     per_sample = F.binary_cross_entropy(probs, torch.full_like(probs, target), reduction="none")
     counts = torch.as_tensor(sizes, device=probs.device)
-    weights = torch.repeat_interleave(1.0 / counts, counts)
+    weights = torch.repeat_interleave(1.0 / counts, counts, output_size=sum(sizes))  # output_size: no device sync
     return (per_sample * weights).sum()

@@ -22,29 +22,28 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 MIXED_CUTS = [(1, 1), (2, 1), (1, 2), (2, 2)]
 
 
-@pytest.fixture(autouse=True)
-def _full_precision_fp32():
-    """Compare against the CPU in true fp32: Hopper/Ampere run convolutions in TF32 by default."""
-    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
-
-
 @pytest.mark.parametrize("name", ["G", "D"])
 def test_mixed_cut_split_network_on_cuda_equals_the_cpu(name: str) -> None:
-    template = ReferenceGenerator() if name == "G" else ReferenceDiscriminator()
+    """On CUDA clients sharing a block run batched (vmap), on the CPU one by one: same results (float64)."""
+    template = (ReferenceGenerator() if name == "G" else ReferenceDiscriminator()).double()
     cpu = SplitNetwork(template, MIXED_CUTS, name, Wire())
     gpu = SplitNetwork(template, MIXED_CUTS, name, Wire()).cuda()
     labels = [torch.randint(0, 10, (5,)) for _ in MIXED_CUTS]
     inputs = [torch.randn(5, 100) if name == "G" else torch.rand(5, 1, 28, 28) * 2 - 1 for _ in MIXED_CUTS]
+    inputs = [x.double() for x in inputs]
+    calls = []
+    gpu.client_blocks[0]["0"].register_forward_hook(lambda m, inp, out: calls.append(inp[0].shape))
     on_cpu = cpu(inputs, labels)
     on_gpu = gpu([x.cuda() for x in inputs], [y.cuda() for y in labels])
+    assert len(calls) == 1  # block 0 of all clients in one stacked call
     for a, b in zip(on_cpu, on_gpu):
         assert b.is_cuda
-        torch.testing.assert_close(b.cpu(), a, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(b.cpu(), a, rtol=1e-10, atol=1e-10)
+    sum(out.sum() for out in on_cpu).backward()
     sum(out.sum() for out in on_gpu).backward()
-    assert all(p.grad is not None and p.grad.is_cuda for p in gpu.parameters() if p.requires_grad)
+    for (key, p_cpu), p_gpu in zip(cpu.named_parameters(), gpu.parameters()):
+        assert p_gpu.grad.is_cuda
+        torch.testing.assert_close(p_gpu.grad.cpu(), p_cpu.grad, rtol=1e-8, atol=1e-9, msg=lambda m, key=key: f"{key}: {m}")
 
 
 class DevicesAtRoundEnd(pl.Callback):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning.pytorch as pl
+import pytest
 import torch
 from torch import nn
 
@@ -52,8 +53,10 @@ def test_every_cut_of_a_user_network_equals_the_unsplit_network() -> None:
         torch.testing.assert_close(split([z], [y])[0], template(z, y))
 
 
-def test_a_user_network_trains_and_aggregates_through_hu_scf_gan(tmp_path) -> None:
+@pytest.mark.parametrize("batch_clients", [None, True])  # by device (one by one here), and vmap-batched
+def test_a_user_network_trains_and_aggregates_through_hu_scf_gan(tmp_path, batch_clients: bool | None) -> None:
     model = HuSCFGAN(
+        batch_clients=batch_clients,
         generator=MLPGenerator(),
         discriminator=MLPDiscriminator(),
         z_dim=16,

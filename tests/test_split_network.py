@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import pytest
 import torch
+from torch import nn
 
 from huscf_lightning.exchange import Wire
 from huscf_lightning.nets import ReferenceDiscriminator, ReferenceGenerator
@@ -93,3 +95,70 @@ def test_every_client_owns_separate_copies_and_server_shares_one() -> None:
     assert set(split.client_blocks[2]) == {"0", "1", "4"}
     assert all(not a.data_ptr() == b.data_ptr() for a, b in itertools.product(
         split.client_blocks[0].parameters(), split.client_blocks[1].parameters()))
+
+
+def _perturbed(split: SplitNetwork) -> SplitNetwork:
+    """Give every client copy its own weights, so a mix-up between clients would show."""
+    with torch.no_grad():
+        for p in split.client_blocks.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return split
+
+
+@pytest.mark.parametrize("name", ["G", "D"])
+def test_clients_batched_with_vmap_equal_clients_run_one_by_one(name: str) -> None:
+    # float64, so that the other summation order cannot flip a ReLU and the comparison can be tight
+    template = _template(name).double()
+    cuts = [(1, 1), (2, 1), (1, 2), (2, 2), (1, 1), (2, 2)]
+    batched = _perturbed(SplitNetwork(template, cuts, name, Wire(), batch_clients=True)).train()
+    looped = copy.deepcopy(batched)
+    looped.batch_clients, looped.wire = False, Wire()
+    sizes = [6, 6, 6, 6, 6, 4]  # the last client's batch has another shape: it runs on its own
+    xs, ys = zip(*(_inputs(name, n) for n in sizes))
+    xs = [x.double() for x in xs]
+    outs_b = batched([x.clone().requires_grad_(name == "D") for x in xs], list(ys))
+    outs_l = looped([x.clone().requires_grad_(name == "D") for x in xs], list(ys))
+    for a, b in zip(outs_b, outs_l):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    weights = [torch.randn_like(o) for o in outs_b]
+    sum((o * w).sum() for o, w in zip(outs_b, weights)).backward()
+    sum((o * w).sum() for o, w in zip(outs_l, weights)).backward()
+    for (key, p_b), p_l in zip(batched.named_parameters(), looped.parameters()):
+        torch.testing.assert_close(p_b.grad, p_l.grad, rtol=1e-8, atol=1e-9, msg=lambda m, key=key: f"{key}: {m}")
+    for (key, b_b), b_l in zip(batched.named_buffers(), looped.buffers()):  # batch-norm statistics per client
+        torch.testing.assert_close(b_b, b_l, rtol=1e-10, atol=1e-12, msg=lambda m, key=key: f"{key}: {m}")
+    assert dict(batched.wire.bytes) == dict(looped.wire.bytes)
+
+
+def test_clients_sharing_a_block_run_it_in_one_call() -> None:
+    split = SplitNetwork(ReferenceDiscriminator(), [(1, 1), (1, 1), (2, 2)], "D", Wire(), batch_clients=True)
+    calls = []
+    for client in split.client_blocks:
+        client["0"].register_forward_hook(lambda m, inp, out: calls.append(inp[0].shape))
+    xs, ys = zip(*(_inputs("D", 5) for _ in range(3)))
+    split(list(xs), list(ys))
+    assert len(calls) == 1  # block 0 of all three clients: one vmapped call, not three
+
+
+class ItemScale(nn.Module):
+    """A block torch.func.vmap cannot run: it reads a tensor's value into Python."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(100, 100)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) * float(x.abs().max())
+
+
+def test_a_block_vmap_cannot_run_is_a_clear_error_and_runs_unbatched() -> None:
+    template = ReferenceGenerator()
+    template.blocks[4] = nn.Sequential(ItemScale(), nn.Linear(100, 784), nn.Unflatten(1, (1, 28, 28)))
+    template.blocks[3] = nn.Sequential(nn.Flatten(), nn.LazyLinear(100))
+    z, y = _inputs("G", 4)
+    template(z, y)  # materialise the lazy layer
+    inputs = ([z, z.clone()], [y, y.clone()])
+    with pytest.raises(RuntimeError, match="batch_clients=false"):
+        SplitNetwork(template, [(1, 1), (1, 1)], "G", Wire(), batch_clients=True)(*inputs)
+    outs = SplitNetwork(template, [(1, 1), (1, 1)], "G", Wire(), batch_clients=False)(*inputs)
+    assert outs[0].shape == (4, 1, 28, 28)

@@ -4,6 +4,12 @@ Client ``i`` with cut (head h, tail t) runs blocks ``[0, h)`` and ``[n - t, n)``
 blocks ``[h, n - t)`` run on the server. The server keeps ONE shared copy of every block that any
 client runs there and runs it once per step over the concatenation of the activations of all
 clients that need it. Every crossing of a cut goes through the `Wire`.
+
+Clients that run the same block on their own copies with same-shape inputs can be computed
+together: their copies' parameters are stacked and the block runs once under ``torch.func.vmap``
+(each client still uses only its own weights and batch-norm statistics). That turns one small call
+per client into one call per block, which keeps many clients fast on a GPU; on a CPU the per-client
+calls are not launch-bound and run faster one by one, so by default batching follows the device.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call, vmap
 
 from huscf_lightning.exchange import DOWN, UP, Wire
 from huscf_lightning.nets import BlockNetwork
@@ -22,7 +29,14 @@ from huscf_lightning.split.plan import check_head_tail
 class SplitNetwork(nn.Module):
     """Per-client head/tail copies plus one shared server copy of each server block."""
 
-    def __init__(self, template: BlockNetwork, head_tails: Sequence[tuple[int, int]], name: str, wire: Wire) -> None:
+    def __init__(
+        self,
+        template: BlockNetwork,
+        head_tails: Sequence[tuple[int, int]],
+        name: str,
+        wire: Wire,
+        batch_clients: bool | None = None,
+    ) -> None:
         super().__init__()
         n = template.num_blocks
         for i, (h, t) in enumerate(head_tails):
@@ -31,6 +45,7 @@ class SplitNetwork(nn.Module):
         self.num_blocks = n
         self.head_tails = [tuple(ht) for ht in head_tails]
         self.wire = wire
+        self.batch_clients = batch_clients
         self.client_blocks = nn.ModuleList(
             nn.ModuleDict({str(j): copy.deepcopy(template.blocks[j]) for j in range(n) if self.is_local(i, j)})
             for i in range(self.num_clients)
@@ -89,10 +104,7 @@ class SplitNetwork(nn.Module):
             if members and now != members:
                 for i, part in zip(members, batch.split(sizes)):
                     acts[i] = part if i in now else self.wire.send(part, i, f"{self.name}.tail", DOWN)
-            for i in self.local_members[j]:
-                if active[i]:
-                    block = self.client_blocks[i][str(j)]
-                    acts[i] = block(acts[i], labels[i]) if j == 0 else block(acts[i])
+            self._run_local(j, [i for i in self.local_members[j] if active[i]], acts, labels)
             if now:
                 if now != members:
                     parts = [acts[i] if i in members else self.wire.send(acts[i], i, f"{self.name}.head", UP) for i in now]
@@ -103,3 +115,53 @@ class SplitNetwork(nn.Module):
                     self.tapped = (batch.detach(), now, list(sizes))
             members = now
         return acts
+
+    def _run_local(self, j: int, clients: list[int], acts: list[Tensor | None], labels: Sequence[Tensor | None]) -> None:
+        """Block ``j`` on the own copies of ``clients``; those with same-shape inputs in one batched call."""
+        if not clients:
+            return
+        batch = self.batch_clients if self.batch_clients is not None else acts[clients[0]].is_cuda
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i in clients:
+            groups.setdefault(tuple(acts[i].shape), []).append(i)
+        for members in groups.values():
+            if len(members) == 1 or not batch:
+                for i in members:
+                    block = self.client_blocks[i][str(j)]
+                    acts[i] = block(acts[i], labels[i]) if j == 0 else block(acts[i])
+                continue
+            args = [torch.stack([acts[i] for i in members])]
+            if j == 0:
+                args.append(torch.stack([labels[i] for i in members]))
+            outputs = self._stacked_call(j, members, args)
+            for i, out in zip(members, outputs.unbind(0)):
+                acts[i] = out
+
+    def _stacked_call(self, j: int, members: list[int], args: list[Tensor]) -> Tensor:
+        """Run block ``j`` once for ``members``, each on its own copy, over inputs stacked on a client axis.
+
+        The stacked parameters are differentiable views of the clients' own (gradients land in each
+        client's copy); batch-norm running statistics are updated on the stack and copied back.
+        """
+        blocks = [self.client_blocks[i][str(j)] for i in members]
+        template = blocks[0]
+        params = {n: torch.stack([b.get_parameter(n) for b in blocks]) for n, _ in template.named_parameters()}
+        buffers = {n: torch.stack([b.get_buffer(n) for b in blocks]) for n, _ in template.named_buffers()}
+
+        def run_one(p: dict[str, Tensor], b: dict[str, Tensor], *inputs: Tensor) -> Tensor:
+            return functional_call(template, (p, b), inputs)
+
+        try:
+            outputs = vmap(run_one, randomness="different")(params, buffers, *args)  # dropout: each client its own mask
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as err:
+            raise RuntimeError(
+                f"Block {j} of {self.name} cannot run batched over clients with torch.func.vmap: {err}. Make the "
+                "block vmap-compatible (no .item() or data-dependent Python branches, no in-place writes to "
+                "tensors it does not own), or run clients one by one with --model.batch_clients=false."
+            ) from err
+        if template.training:
+            for n, stacked in buffers.items():
+                torch._foreach_copy_([b.get_buffer(n) for b in blocks], list(stacked.unbind(0)))
+        return outputs
