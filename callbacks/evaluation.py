@@ -28,6 +28,7 @@ from huscf_lightning.metrics.fidelity import FIDELITY_METRICS, check_metric_name
 from huscf_lightning.metrics.generation_score import SampleFn, classifier_probs, generate_uniform, generation_score
 from huscf_lightning.metrics.utility import UTILITY_METRICS, utility
 from huscf_lightning.tracking import log_figure, log_json, log_round_metrics, log_text
+from huscf_lightning.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,20 @@ def domain_client(client_domains: Sequence[str], domain: str) -> int:
     for client, client_domain in enumerate(client_domains):
         if client_domain == domain:
             return client
-    raise ValueError(
+    raise ConfigError(
         f"No client holds domain {domain!r} (client domains: {sorted(set(client_domains))}); "
         f"evaluate only the domains the scenario assigns to clients."
     )
+
+
+def require_domain_data(trainer: pl.Trainer, who: str) -> None:
+    """Fail at the start of fit, not after a round, when no datamodule can give the real domain data."""
+    if not hasattr(getattr(trainer, "datamodule", None), "domain_data"):
+        raise ConfigError(
+            f"{who} needs each domain's real data (to train its classifier and test against), which comes from "
+            "the datamodule: train with a HuSCFDataModule, or turn evaluation off with "
+            "evaluation.metrics: [] and evaluation.utility_samples: 0."
+        )
 
 
 @contextmanager
@@ -84,13 +95,13 @@ class GenerationEvaluation(Callback):
         seed: int = 0,
     ) -> None:
         if every_n_rounds < 1 or num_samples < 2 or batch_size < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"GenerationEvaluation needs every_n_rounds >= 1, num_samples >= 2 and batch_size >= 1; got "
                 f"{every_n_rounds}, {num_samples} and {batch_size}."
             )
         self.metrics = check_metric_names(metrics, GENERATION_METRICS)
         if not self.metrics:
-            raise ValueError(f"GenerationEvaluation needs at least one metric among {list(GENERATION_METRICS)}.")
+            raise ConfigError(f"GenerationEvaluation needs at least one metric among {list(GENERATION_METRICS)}.")
         self.every_n_rounds = every_n_rounds
         self.num_samples = num_samples
         self.batch_size = batch_size
@@ -111,6 +122,9 @@ class GenerationEvaluation(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = [dict(row) for row in state_dict["history"]]
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        require_domain_data(trainer, type(self).__name__)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not pl_module.is_round_end(trainer):
@@ -279,7 +293,7 @@ class UtilityEvaluation(Callback):
         seed: int = 0,
     ) -> None:
         if num_samples < 1 or epochs < 1 or batch_size < 1 or generation_batch_size < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"UtilityEvaluation needs positive num_samples, epochs and batch sizes; got num_samples={num_samples}, "
                 f"epochs={epochs}, batch_size={batch_size}, generation_batch_size={generation_batch_size}."
             )
@@ -290,6 +304,9 @@ class UtilityEvaluation(Callback):
         self.seed = seed
         self.results: list[dict[str, float | int | str]] = []
         self._last_round = 0
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        require_domain_data(trainer, type(self).__name__)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if pl_module.is_round_end(trainer):

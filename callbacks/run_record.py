@@ -15,7 +15,7 @@ def git_commit() -> str | None:
     """The commit of the working tree the run started from, when there is one."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
-    except OSError:
+    except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None
 

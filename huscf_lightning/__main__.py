@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     package_log.setLevel(logging.INFO)
     try:
         return _dispatch(list(sys.argv[1:] if argv is None else argv), argv)
-    except ValueError as err:
+    except (ValueError, TypeError) as err:  # the package's own errors (WireError is a TypeError) are one paragraph
         if not type(err).__module__.startswith("huscf_lightning"):
             raise
         print(f"error: {err}", file=sys.stderr)

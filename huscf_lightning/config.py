@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 FEDERATION_MODES = ("fedavg", "clustered", "kld_clustered")
@@ -66,6 +68,18 @@ class FederationSpec:
             )
         if isinstance(self.k, str) and self.k != "auto":
             raise ConfigError(f"federation.k must be an integer, 'auto' or null (number of domains); got {self.k!r}.")
+        if isinstance(self.k, int) and self.k < 1:
+            raise ConfigError(f"federation.k must be >= 1 (or 'auto', or null for the number of domains); got {self.k}.")
+        low_high = list(self.k_range)
+        if len(low_high) != 2 or not 2 <= low_high[0] <= low_high[1]:
+            raise ConfigError(
+                f"federation.k_range must be [low, high] with 2 <= low <= high (k: auto tries each); got {self.k_range}."
+            )
+        if not math.isfinite(self.alpha) or self.alpha < 0:
+            raise ConfigError(
+                f"federation.alpha (the KLD temperature) must be a finite number >= 0; got {self.alpha} "
+                "(0 gives size weights inside clusters, the default 1 is the paper's)."
+            )
         if self.warmup_rounds < 0:
             raise ConfigError(f"federation.warmup_rounds must be >= 0; got {self.warmup_rounds}.")
 
@@ -97,6 +111,11 @@ class EvaluationSpec:
             raise ConfigError(
                 f"Unknown evaluation metric(s) {unknown}; model.evaluation.metrics takes any of "
                 f"{list(EVALUATION_METRICS)} (or [] to turn per-round evaluation off)."
+            )
+        if self.inception_weights is not None and not Path(self.inception_weights).expanduser().is_file():
+            raise ConfigError(
+                f"model.evaluation.inception_weights {self.inception_weights!r} is not a file. Give the path of a local "
+                "Inception weights file for FID/KID, or leave it null to use the domain classifiers' features."
             )
         if self.every_n_rounds < 1 or self.num_samples < 2 or self.utility_samples < 0 or self.utility_epochs < 1:
             raise ConfigError(

@@ -13,11 +13,18 @@ from huscf_lightning.data import DomainSpec, HuSCFDataModule
 from huscf_lightning.module import HuSCFGAN
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the ``evaluate`` command."""
     parser.add_argument("--ckpt_path", required=True, help="a checkpoint of a huscf_lightning run (e.g. last.ckpt)")
-    parser.add_argument("--samples", type=int, default=30000, help="generated samples per domain (default 30000)")
-    parser.add_argument("--epochs", type=int, default=15, help="epochs of the utility CNN (default 15)")
+    parser.add_argument("--samples", type=_positive_int, default=30000, help="generated samples per domain (default 30000)")
+    parser.add_argument("--epochs", type=_positive_int, default=15, help="epochs of the utility CNN (default 15)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated samples and the CNN")
     parser.add_argument("--csv", default=None, help="also write the table to this CSV file")
 
@@ -30,9 +37,16 @@ def load_run(ckpt_path: str) -> tuple[HuSCFGAN, HuSCFDataModule]:
             f"The checkpoint {ckpt_path} does not record its data section (it was saved without a "
             f"HuSCFDataModule), so its domains' test sets are unknown; evaluate with the library instead."
         )
-    model = HuSCFGAN.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=False)
+    try:
+        model = HuSCFGAN.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=False)
+    except RuntimeError as err:  # weights that do not fit the reference networks the command rebuilds
+        raise ConfigError(
+            f"The checkpoint {ckpt_path} holds networks the evaluate command cannot rebuild ({err}). It rebuilds the "
+            "reference generator and discriminator; for a run with your own networks build HuSCFGAN with them and "
+            "call huscf_lightning.callbacks.evaluation.evaluate_utility from Python."
+        ) from err
     datamodule = HuSCFDataModule(
-        [DomainSpec(**spec) for spec in data["domains"]], data["batch_size"], data["seed"], data["cap"]
+        [DomainSpec.from_value(spec) for spec in data["domains"]], data["batch_size"], data["seed"], data["cap"]
     )
     datamodule.setup("fit")
     return model, datamodule

@@ -61,7 +61,7 @@ class Wire:
     def send(self, tensor: Tensor, client: int, cut: str, direction: str) -> Tensor:
         """Carry an activation across ``cut`` for ``client``; its gradient comes back the same way."""
         if direction not in (UP, DOWN):
-            raise ValueError(f"direction must be {UP!r} or {DOWN!r}, got {direction!r}")
+            raise WireError(f"direction must be {UP!r} or {DOWN!r}, got {direction!r}")
         self._check(tensor, client, cut)
         return _WireFunction.apply(tensor, self, Crossing(client, cut, direction))
 

@@ -57,8 +57,11 @@ class HuSCFGAN(pl.LightningModule):
         batch_clients: bool | None = None,
     ) -> None:
         super().__init__()
-        if rounds < 1 or local_epochs < 1:
-            raise ConfigError(f"rounds and local_epochs must be >= 1; got rounds={rounds}, local_epochs={local_epochs}.")
+        if min(rounds, local_epochs, z_dim, num_classes) < 1:
+            raise ConfigError(
+                f"rounds, local_epochs, z_dim and num_classes must be >= 1; got rounds={rounds}, "
+                f"local_epochs={local_epochs}, z_dim={z_dim}, num_classes={num_classes}."
+            )
         # `rounds` is the training length, not the model: leaving it out of the hyperparameters lets
         # `fit --ckpt_path ... --model.rounds=N` extend a run (LightningCLI restores saved hparams over the CLI).
         # `batch_clients` changes how clients are computed, not what: it can differ on resume.
@@ -138,25 +141,27 @@ class HuSCFGAN(pl.LightningModule):
     def _check_templates(self) -> None:
         """A tiny forward of the unsplit templates, so a mismatched network fails here, clearly."""
         labels = torch.arange(2) % self.num_classes
+        was = self.generator_template.training, self.discriminator_template.training
         try:
             with torch.no_grad():
-                was = self.generator_template.training, self.discriminator_template.training
                 self.generator_template.eval()
                 self.discriminator_template.eval()
                 fake = self.generator_template(torch.zeros(2, self.z_dim), labels)
                 out = self.discriminator_template(fake, labels)
-                self.generator_template.train(was[0])
-                self.discriminator_template.train(was[1])
         except Exception as err:  # a user network of the wrong shape: say which and what to check
             raise ConfigError(
                 f"The generator and discriminator do not fit together ({type(err).__name__}: {err}). The generator's "
                 f"first block must take (z of size z_dim={self.z_dim}, labels) and the discriminator must take the "
                 f"generator's images and labels; check z_dim, num_classes and the image shape."
             ) from err
+        finally:
+            self.generator_template.train(was[0])
+            self.discriminator_template.train(was[1])
         if out.shape[-1] != 1:
             raise ConfigError(f"The discriminator must output one probability per sample; got shape {tuple(out.shape)}.")
 
     def setup(self, stage: str) -> None:
+        """Build the clients from the datamodule's partition (unless a checkpoint or the user already did)."""
         if self.G is not None:
             return
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -166,9 +171,25 @@ class HuSCFGAN(pl.LightningModule):
                 "model.configure_clients(client_domains, client_sizes) before trainer.fit."
             )
         datamodule.setup(stage)
+        if getattr(datamodule, "num_classes", self.num_classes) > self.num_classes:
+            raise ConfigError(
+                f"The data has {datamodule.num_classes} classes but the model is built for num_classes="
+                f"{self.num_classes}; set --model.num_classes={datamodule.num_classes}."
+            )
         self.configure_clients(datamodule.client_domains, datamodule.client_sizes)
 
-    def configure_optimizers(self):
+    def on_fit_start(self) -> None:
+        """Refuse a Trainer length that is not this model's rounds: a partial round would never be aggregated."""
+        trainer = self.trainer
+        if trainer.max_steps == -1 and trainer.max_epochs != self.max_epochs:
+            raise ConfigError(
+                f"The Trainer runs max_epochs={trainer.max_epochs} but this model trains rounds={self.rounds} x "
+                f"local_epochs={self.local_epochs} = {self.max_epochs} epochs; use "
+                "Trainer(max_epochs=model.max_epochs) (the CLI sets it from model.rounds)."
+            )
+
+    def configure_optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+        """One Adam over all G copies and one over all D copies (Adam is per-parameter: same as one per copy)."""
         betas = tuple(self.hparams.betas)
         opt_g = torch.optim.Adam(self.G.parameters(), lr=self.hparams.lr_g, betas=betas)
         opt_d = torch.optim.Adam(self.D.parameters(), lr=self.hparams.lr_d, betas=betas)

@@ -13,6 +13,10 @@ import torch
 from torch import Tensor, nn
 
 
+class NetworkError(ValueError):
+    """A network that cannot be split: the message names the fix."""
+
+
 class LabelledBlock(nn.Module):
     """Base class of a first block: ``forward(x, labels)``; the rest of a network is plain."""
 
@@ -29,7 +33,7 @@ class BlockNetwork(nn.Module):
     def __init__(self, blocks: Sequence[nn.Module]) -> None:
         super().__init__()
         if len(blocks) < 3:
-            raise ValueError(
+            raise NetworkError(
                 f"A split network needs at least 3 blocks (client head, server, client tail); "
                 f"got {len(blocks)}. Write the network as more blocks (a block is a main layer "
                 f"plus its norm and activation)."

@@ -61,6 +61,8 @@ def test_clustered_weights_keep_groups_apart_and_server_takes_global_average() -
     n, n0 = "0.weight", "linear.weight"
     b1 = {i: _used(net, i, 1, n) for i in range(3)}  # block 1: local for client 1, server for 0 and 2
     b0 = {i: _used(net, i, 0, n0) for i in range(3)}  # block 0: local for everyone
+    # block 3: local for client 2 only, so its cluster-mate client 0 uses the server's copy
+    b3 = {(i, k): _used(net, i, 3, k) for i in range(3) for k in (n, "1.running_mean")}
     aggregate_network(net, weights)
     # block 0 (local for all): clients 0 and 2 share their group's average, client 1 is alone
     torch.testing.assert_close(_used(net, 0, 0, n0), 0.25 * b0[0] + 0.75 * b0[2])
@@ -69,6 +71,13 @@ def test_clustered_weights_keep_groups_apart_and_server_takes_global_average() -
     # block 1: client 1 (its own copy, alone in its group) keeps its copy; the server loads the global average
     torch.testing.assert_close(_used(net, 1, 1, n), b1[1])
     torch.testing.assert_close(net.server_blocks["1"].state_dict()[n], 0.2 * b1[0] + 0.3 * b1[1] + 0.5 * b1[2])
+    # block 3, parameters and BN buffers: client 2's own copy takes its cluster's average, which
+    # includes the server copy client 0 used; the server takes the global average incl. client 2's copy
+    for k in (n, "1.running_mean"):
+        torch.testing.assert_close(_used(net, 2, 3, k), 0.25 * b3[(0, k)] + 0.75 * b3[(2, k)])
+        torch.testing.assert_close(
+            net.server_blocks["3"].state_dict()[k], 0.2 * b3[(0, k)] + 0.3 * b3[(1, k)] + 0.5 * b3[(2, k)]
+        )
 
 
 def test_stacked_view_lines_up_blocks_wherever_they_live() -> None:

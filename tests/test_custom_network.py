@@ -74,6 +74,7 @@ def test_a_user_network_trains_and_aggregates_through_hu_scf_gan(tmp_path, batch
     assert model.G.num_blocks == 6 and model.D.num_blocks == 4
     # after the last aggregation the members of one cluster hold identical copies of block 0 (always local)
     (aggregation,) = [c for c in trainer.callbacks if isinstance(c, FederatedAggregation)]
+    assert [r["mode"] for r in aggregation.history] == ["fedavg", "kld_clustered"]  # one warm-up round
     groups = aggregation.history[-1]["groups"]
     for net in (model.G, model.D):
         for i in range(model.num_clients):

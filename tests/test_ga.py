@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -25,8 +27,6 @@ SMALL_GAN = GanProfile(
     _network([1e8, 6e8, 8e8, 2e7], [2_000_000, 3_000_000, 700_000, 256]),
 )
 
-SMALL_GA = GaSettings(population=120, generations=150, patience=40, elite=4)
-
 
 def _cut_problem(names: list[str]):
     model = LatencyModel.build(SMALL_GAN, SMALL_PROFILES, names)
@@ -46,9 +46,25 @@ def test_ga_finds_the_enumerated_optimum(seed: int) -> None:
     names = ["slow", "fast", "mid", "slow", "fast"]
     model, score, cardinality, symmetry = _cut_problem(names)
     optimum = exact_optimum(model, "clients").latency_s
-    result = run_ga(score, cardinality, SMALL_GA, seed=seed, symmetry_groups=symmetry)
-    assert result.best_score == pytest.approx(optimum, rel=1e-12)
+    # default settings without the closing local search, so the optimum is the GA's own
+    result = run_ga(score, cardinality, GaSettings(polish=False), seed=seed, symmetry_groups=symmetry)
+    assert result.best_score == result.evolved_score == pytest.approx(optimum, rel=1e-12)
     assert score(result.best[None])[0] == pytest.approx(result.best_score)
+
+
+def test_brute_force_over_every_joint_assignment_agrees_with_every_exact_method_and_the_ga() -> None:
+    names = ["slow", "mid", "fast"]
+    model, score, cardinality, _ = _cut_problem(names)
+    every = np.array(list(itertools.product(*(range(c) for c in cardinality))))  # 10^3 G x 3^3 D assignments
+    assert len(every) == int(np.prod(cardinality)) == 27_000
+    brute = float(score(every).min())
+    for method in ("clients", "groups", "milp"):
+        exact = exact_optimum(model, method)
+        assert exact.latency_s == pytest.approx(brute, rel=1e-9), method
+        genes = np.concatenate([exact.g_genes, exact.d_genes])[None]
+        assert score(genes)[0] == pytest.approx(brute, rel=1e-9), method
+    result = run_ga(score, cardinality, GaSettings(population=200, generations=200, patience=60, polish=False), seed=0)
+    assert result.best_score == pytest.approx(brute, rel=1e-12)
 
 
 @pytest.mark.parametrize("seed", [0, 3])

@@ -29,6 +29,7 @@ def _template(name: str):
 @pytest.mark.parametrize("train", [True, False])
 def test_single_client_split_equals_unsplit_forward_and_gradients(name: str, train: bool) -> None:
     template = _template(name)
+    assert valid_head_tails(template.num_blocks) == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (3, 1)]
     for head_tail in valid_head_tails(template.num_blocks):
         split = SplitNetwork(template, [head_tail], name, Wire())
         template.train(train)

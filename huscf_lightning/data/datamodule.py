@@ -19,7 +19,7 @@ from lightning.pytorch.utilities.combined_loader import CombinedLoader
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from huscf_lightning.data.domains import DomainData, load_domain
+from huscf_lightning.data.domains import DomainData, DomainError, load_domain
 from huscf_lightning.data.partition import (
     ClientPartition,
     DomainSpec,
@@ -101,7 +101,7 @@ class HuSCFDataModule(pl.LightningDataModule):
         cap: int | str | None = "paper",
     ) -> None:
         super().__init__()
-        self.domains = [spec if isinstance(spec, DomainSpec) else DomainSpec(**spec) for spec in domains]
+        self.domains = [DomainSpec.from_value(spec) for spec in domains]
         self.batch_size = batch_size
         self.seed = seed
         self.cap = cap
@@ -199,7 +199,7 @@ class HuSCFDataModule(pl.LightningDataModule):
         """The full loaded domain (train and test sets), e.g. for evaluation."""
         self._require_setup()
         if name not in self._data:
-            raise KeyError(f"Domain {name!r} is not in this scenario; its domains are {self.domain_names}.")
+            raise DomainError(f"Domain {name!r} is not in this scenario; its domains are {self.domain_names}.")
         return self._data[name]
 
     def client_data(self, client: int) -> tuple[Tensor, Tensor]:

@@ -15,6 +15,7 @@ import inspect
 import json
 import logging
 import math
+import pickle
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -177,6 +178,8 @@ def read_idx(path: Path) -> np.ndarray:
         )
     ndim = raw[3]
     header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DomainError(f"{path} is truncated inside its header ({len(raw)} bytes); download or copy the file again.")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     if len(raw) - header != math.prod(shape):
         raise DomainError(
@@ -338,7 +341,13 @@ def load_notmnist(
             f"int64 (N,)}} (optionally 'test_images', 'test_labels') there with torch.save, e.g. "
             f"built from notMNIST_small, or set the domain's `root:` to your .pt file."
         )
-    content = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError) as err:
+        raise DomainError(
+            f"NotMNIST file {path} cannot be read ({type(err).__name__}: {err}); write it again with torch.save of "
+            "a dict of tensors {'images': uint8 (N, 28, 28), 'labels': int64 (N,)}."
+        ) from err
     if not isinstance(content, Mapping) or not {"images", "labels"} <= set(content):
         raise DomainError(f"{path} must hold a dict with keys 'images' and 'labels' (and optionally 'test_images', 'test_labels').")
     images = _notmnist_images(path, "images", content["images"])

@@ -16,7 +16,7 @@ Everything is a pure function of its arguments and the seed.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from fractions import Fraction
 from typing import Any
 
@@ -43,6 +43,25 @@ class DomainSpec:
     distribution: str = "iid"
     root: str | None = None
     options: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.clients, int) or isinstance(self.clients, bool) or self.clients < 1:
+            raise PartitionError(
+                f"Domain {self.name!r} has clients={self.clients!r}; give it at least 1 client (a whole number)."
+            )
+
+    @classmethod
+    def from_value(cls, spec: DomainSpec | Mapping[str, Any]) -> DomainSpec:
+        """A spec from a config mapping; an unknown key is an error that lists the known ones."""
+        if isinstance(spec, DomainSpec):
+            return spec
+        known = [f.name for f in fields(cls)]
+        if not isinstance(spec, Mapping) or set(spec) - set(known) or "name" not in spec or "clients" not in spec:
+            raise PartitionError(
+                f"Each entry of data.domains is a mapping with keys name and clients (and optionally distribution, "
+                f"root, options); got {spec!r}. Known keys: {known}."
+            )
+        return cls(**spec)
 
 
 @dataclass(frozen=True)
@@ -128,8 +147,6 @@ def _partition_domain(
     spec: DomainSpec, labels: np.ndarray, cap: int | None, first_client: int, rng: np.random.Generator
 ) -> list[ClientPartition]:
     skew = check_distribution(spec.distribution)
-    if spec.clients < 1:
-        raise PartitionError(f"Domain {spec.name!r} has clients={spec.clients}; give it at least 1 client.")
     if spec.clients > len(labels):
         raise PartitionError(
             f"Domain {spec.name!r} has {len(labels)} training images but {spec.clients} clients; "

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from huscf_lightning.config import FEDERATION_MODES
 from huscf_lightning.federation.kld import feature_kld_scores, is_group_ids
 
-AGGREGATION_MODES = ("fedavg", "clustered", "kld_clustered")
+AGGREGATION_MODES = FEDERATION_MODES
 
 
 class WeightsError(ValueError):

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.functional.classification import multiclass_accuracy
+from huscf_lightning.metrics.errors import MetricInputError
 
 if TYPE_CHECKING:
     from huscf_lightning.data.domains import DomainData
@@ -40,7 +41,7 @@ class SmallCNN(nn.Module):
     def __init__(self, num_classes: int, in_channels: int = 1, image_size: int = 28) -> None:
         super().__init__()
         if image_size % 4 != 0:
-            raise ValueError(
+            raise MetricInputError(
                 f"SmallCNN pools twice by 2, so the image side must be a multiple of 4; got {image_size}. "
                 f"Resize the images (e.g. to 28x28) before classifying them."
             )
@@ -67,17 +68,17 @@ class SmallCNN(nn.Module):
 
 def _check_labelled_images(images: Tensor, labels: Tensor, num_classes: int) -> None:
     if images.dim() != 4:
-        raise ValueError(
+        raise MetricInputError(
             f"Expected images of shape (N, C, H, W); got {tuple(images.shape)}. Add the channel axis "
             f"(e.g. images.unsqueeze(1)) for grey-scale images."
         )
     if labels.shape != (images.shape[0],):
-        raise ValueError(
+        raise MetricInputError(
             f"Expected one integer label per image: {images.shape[0]} images but labels of shape "
             f"{tuple(labels.shape)}."
         )
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(
+        raise MetricInputError(
             f"Labels must lie in [0, {num_classes - 1}] for num_classes={num_classes}; got range "
             f"[{int(labels.min())}, {int(labels.max())}]. Pass the right num_classes."
         )
@@ -106,7 +107,7 @@ def train_classifier(
     """
     _check_labelled_images(images, labels, num_classes)
     if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be at least 1; got epochs={epochs}, batch_size={batch_size}.")
+        raise MetricInputError(f"epochs and batch_size must be at least 1; got epochs={epochs}, batch_size={batch_size}.")
     device = images.device
     model = _seeded_cnn(num_classes, images.shape[1], images.shape[-1], seed).to(device)
     generator = torch.Generator().manual_seed(seed)
@@ -211,7 +212,7 @@ def domain_classifier(
     cache_dir = Path(cache_dir)
     fingerprint = data_fingerprint(data, epochs=epochs, batch_size=batch_size, seed=seed)
     stem = _cache_stem(cache_dir, data.name)
-    weights = stem.with_suffix(".pt")
+    weights = stem.parent / f"{stem.name}.pt"  # not with_suffix: a dot in a domain name is no suffix
     cached = _load_cached(weights, fingerprint)
     if cached is not None:
         log.debug("loaded classifier for %s from %s", data.name, weights)
@@ -241,6 +242,6 @@ def domain_classifier(
         "test_size": int(data.test_images.shape[0]),
         "train_seconds": round(seconds, 2),
     }
-    _atomic_write(stem.with_suffix(".json"), lambda path: Path(path).write_text(json.dumps(summary, indent=2)))
+    _atomic_write(stem.parent / f"{stem.name}.json", lambda path: Path(path).write_text(json.dumps(summary, indent=2)))
     log.info("trained classifier for %s in %.1f s: test accuracy %.4f", data.name, seconds, accuracy)
     return model, accuracy

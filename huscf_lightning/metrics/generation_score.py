@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from huscf_lightning.metrics.classifier import predict_logits
+from huscf_lightning.metrics.errors import MetricInputError
 
 SampleFn = Callable[[Tensor], Tensor]
 """Maps a batch of class labels (int64) to generated images for those labels."""
@@ -20,14 +21,14 @@ SampleFn = Callable[[Tensor], Tensor]
 def generation_score(probs: Tensor) -> float:
     """exp of the mean KL divergence between each row of ``probs`` (N, C) and their mean."""
     if probs.dim() != 2 or probs.shape[0] == 0:
-        raise ValueError(
+        raise MetricInputError(
             f"generation_score expects class probabilities of shape (N, C) with N >= 1; got "
             f"{tuple(probs.shape)}. Apply softmax to the classifier's logits first."
         )
     probs = probs.double()
     row_sums = probs.sum(dim=1)
     if bool((probs < 0).any()) or not torch.allclose(row_sums, torch.ones_like(row_sums), atol=1e-4):
-        raise ValueError(
+        raise MetricInputError(
             "generation_score expects rows that are probability distributions (non-negative, summing "
             "to 1); got something else. Pass softmax(logits), not the logits."
         )
@@ -53,7 +54,7 @@ def generate_uniform(
     the images come back on that device.
     """
     if num_samples < 1 or batch_size < 1:
-        raise ValueError(
+        raise MetricInputError(
             f"num_samples and batch_size must be at least 1; got num_samples={num_samples}, batch_size={batch_size}."
         )
     labels = balanced_labels(num_samples, num_classes, seed)

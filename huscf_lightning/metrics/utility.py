@@ -17,6 +17,7 @@ from torchmetrics.functional.classification import (
 )
 
 from huscf_lightning.metrics.classifier import predict_logits, train_classifier
+from huscf_lightning.metrics.errors import MetricInputError
 
 UTILITY_METRICS = ("accuracy", "precision", "recall", "f1", "fpr")
 
@@ -28,7 +29,7 @@ def classification_metrics(preds: Tensor, target: Tensor, num_classes: int) -> d
     per-class specificity, averaged.
     """
     if preds.shape != target.shape or preds.dim() != 1:
-        raise ValueError(
+        raise MetricInputError(
             f"preds and target must be 1-D label tensors of the same length; got {tuple(preds.shape)} "
             f"and {tuple(target.shape)}. Take argmax over the class axis of the logits first."
         )

@@ -30,6 +30,17 @@ class GaSettingsError(ValueError):
     """GA settings that cannot run; the message names the fix."""
 
 
+def _is_kind(value: object, kind: str) -> bool:
+    """Whether a setting's value has its annotated kind (annotations are strings here: 'int', 'float', 'bool')."""
+    if kind == "bool":
+        return isinstance(value, (bool, np.bool_))
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if kind == "int":
+        return isinstance(value, (int, np.integer))
+    return isinstance(value, (int, float, np.integer, np.floating))
+
+
 @dataclass(frozen=True)
 class GaSettings:
     """GA hyper-parameters. Defaults are at least as strong as the reference's (1000 x 1000,
@@ -47,6 +58,13 @@ class GaSettings:
     polish: bool = True
 
     def __post_init__(self) -> None:
+        wrong_type = [
+            f"{f.name}={getattr(self, f.name)!r} (want {f.type})"
+            for f in fields(self)
+            if not _is_kind(getattr(self, f.name), f.type)
+        ]
+        if wrong_type:
+            raise GaSettingsError(f"GA settings of the wrong type: {', '.join(wrong_type)}. Write numbers unquoted.")
         checks = [
             (self.population >= 2, "population must be at least 2"),
             (self.generations >= 1, "generations must be at least 1"),

@@ -1,0 +1,5 @@
+"""The error the metrics raise for arguments or tensors they cannot use (the message names the fix)."""
+
+
+class MetricInputError(ValueError):
+    """Bad arguments or inputs to a metric; the CLI prints it as a one-paragraph error."""
