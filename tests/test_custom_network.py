@@ -5,10 +5,12 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import pytest
 import torch
+from lightning.pytorch.utilities.combined_loader import CombinedLoader
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from huscf_lightning.callbacks import FederatedAggregation
-from huscf_lightning.config import EvaluationSpec, FederationSpec, PlanSpec
+from huscf_lightning.config import ConfigError, EvaluationSpec, FederationSpec, PlanSpec
 from huscf_lightning.data import DomainSpec, HuSCFDataModule
 from huscf_lightning.exchange import Wire
 from huscf_lightning.module import HuSCFGAN
@@ -84,3 +86,28 @@ def test_a_user_network_trains_and_aggregates_through_hu_scf_gan(tmp_path, batch
                 assert same == (groups[i] == groups[j]), (i, j, groups)
     images = model.generate(0, torch.arange(10))
     assert images.shape == (10, 1, 28, 28)
+
+
+def _quiet_model(**kwargs) -> HuSCFGAN:
+    return HuSCFGAN(evaluation=EvaluationSpec(metrics=[], utility_samples=0, sample_grids=False), **kwargs)
+
+
+def test_a_trainer_length_that_is_not_whole_rounds_is_a_clear_error(tmp_path) -> None:
+    model = _quiet_model(rounds=2, local_epochs=2)
+    data = HuSCFDataModule([DomainSpec("digits", 2)], batch_size=8, cap=16)
+    trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         default_root_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"max_epochs=3 .* = 4 epochs; use Trainer\(max_epochs=model.max_epochs\)"):
+        trainer.fit(model, data)
+
+
+def test_evaluation_without_a_datamodule_stops_at_fit_start_with_the_fix(tmp_path) -> None:
+    model = HuSCFGAN(rounds=1, local_epochs=1)  # evaluation on, as by default
+    model.configure_clients(["digits", "digits"], [16, 16])
+    loaders = [DataLoader(TensorDataset(torch.rand(16, 1, 28, 28) * 2 - 1, torch.arange(16) % 10), batch_size=8)
+               for _ in range(2)]
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         default_root_dir=tmp_path)
+    with pytest.raises(ConfigError, match="train with a HuSCFDataModule, or turn evaluation off"):
+        trainer.fit(model, train_dataloaders=CombinedLoader(loaders, "max_size_cycle"))
+    assert trainer.global_step == 0  # stopped before any training

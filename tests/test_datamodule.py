@@ -212,6 +212,10 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
         HuSCFDataModule([DomainSpec("digits", 2)], cap="half")
     with pytest.raises(PartitionError, match="empty"):
         HuSCFDataModule([])
+    with pytest.raises(PartitionError, match="Known keys"):
+        HuSCFDataModule([{"name": "digits", "clients": 2, "distributon": "iid"}])
+    with pytest.raises(PartitionError, match="at least 1 client"):
+        HuSCFDataModule([{"name": "digits", "clients": "2"}])
     with pytest.raises(DomainError, match="Unknown domain 'svhn'"):
         HuSCFDataModule([DomainSpec("svhn", 2)]).setup()
     with pytest.raises(DomainError, match="apt-get install dataset-fashion-mnist"):

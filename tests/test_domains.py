@@ -136,6 +136,9 @@ def test_read_idx_rejects_bad_magic_and_truncation(tmp_path: Path) -> None:
     (tmp_path / "short").write_bytes(bytes([0, 0, 0x08, 1, 0, 0, 0, 5, 1, 2]))
     with pytest.raises(DomainError, match="truncated"):
         read_idx(tmp_path / "short")
+    (tmp_path / "header").write_bytes(bytes([0, 0, 0x08, 3, 0, 0]))  # 3 dimensions announced, no sizes
+    with pytest.raises(DomainError, match="truncated inside its header"):
+        read_idx(tmp_path / "header")
 
 
 def test_fashion_mnist_reads_idx_files_from_root(tmp_path: Path) -> None:
@@ -217,6 +220,9 @@ def test_notmnist_bad_files_are_clear_errors(tmp_path: Path) -> None:
     torch.save({"pixels": torch.zeros(4, 28, 28)}, tmp_path / "keys.pt")
     with pytest.raises(DomainError, match="'images' and 'labels'"):
         load_domain("notmnist", root=str(tmp_path / "keys.pt"))
+    (tmp_path / "corrupt.pt").write_bytes((tmp_path / "keys.pt").read_bytes()[:100])
+    with pytest.raises(DomainError, match="cannot be read"):
+        load_domain("notmnist", root=str(tmp_path / "corrupt.pt"))
 
 
 def test_unknown_domain_lists_known_names() -> None:

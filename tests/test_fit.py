@@ -115,6 +115,11 @@ def test_wire_carries_only_floating_point_during_training(tmp_path: Path, monkey
         (["--model.federation.mode=fedprox"], "fedprox"),
         (["--model.evaluation.metrics=[score,bogus]"], "bogus"),
         (["--model.federation.k=9"], "federation.k = 9"),
+        (["--model.federation.alpha=-1"], "federation.alpha"),
+        (["--model.federation.k_range=[1,4]"], "federation.k_range"),
+        (["--model.evaluation.inception_weights=/nonexistent/inception.pt"], "'/nonexistent/inception.pt' is not a file"),
+        (["--model.num_classes=5"], "--model.num_classes=10"),
+        (["--model.plan.source=ga", "--model.plan.ga={population: '1000'}"], "population='1000'"),
         (["--trainer.logger=lightning.pytorch.loggers.MLFlowLogger", "--trainer.logger.tracking_uri=http://127.0.0.1:9"],
          "http://127.0.0.1:9 cannot be reached"),
     ],
@@ -145,3 +150,10 @@ def test_ga_plan_is_chosen_and_logged(tmp_path: Path, monkeypatch) -> None:
     # clustering is on, so every GA cut keeps the middle D block on the server
     assert cli.model.D.common_server_block() is not None
     assert report["plan"] == cli.model.plan.to_dict()
+
+
+def test_evaluate_refuses_a_non_positive_sample_count(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", "--ckpt_path", "last.ckpt", "--samples", "0"])
+    assert exit_.value.code == 2
+    assert "--samples: must be a whole number >= 1, got 0" in capsys.readouterr().err

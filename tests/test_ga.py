@@ -112,4 +112,8 @@ def test_bad_settings_are_clear_errors() -> None:
         GaSettings(population=4, tournament=5)
     with pytest.raises(GaSettingsError, match="mutation_rate"):
         GaSettings(mutation_rate=1.5)
+    with pytest.raises(GaSettingsError, match="population='1000'"):
+        GaSettings.from_mapping({"population": "1000"})  # quoted in a YAML file
+    with pytest.raises(GaSettingsError, match="polish=1"):
+        GaSettings(polish=1)
     assert GaSettings.from_mapping(None) == GaSettings()
