@@ -94,6 +94,7 @@ class HuSCFGAN(pl.LightningModule):
         self._round_features: tuple[Tensor, tuple[int, ...], list[int]] | None = None
         self._features_wanted = False
         self._feature_block: int | None = None
+        self._loss_weights: dict[tuple, Tensor] = {}
 
     # ----------------------------------------------------------------- clients and networks
     @property
@@ -258,14 +259,15 @@ class HuSCFGAN(pl.LightningModule):
         self.D.tap_block = None
         if capture:
             self._round_features = self.D.tapped
-        loss_d = _client_bce(d_real, 1.0, sizes) + _client_bce(d_fake, 0.0, sizes)
+        weights = self._sample_weights(sizes)
+        loss_d = _client_bce(d_real, 1.0, weights) + _client_bce(d_fake, 0.0, weights)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss_d)
         opt_d.step()
         self.untoggle_optimizer(opt_d)
 
         self.toggle_optimizer(opt_g)
-        loss_g = _client_bce(self.D(fakes, labels), 1.0, sizes)
+        loss_g = _client_bce(self.D(fakes, labels), 1.0, weights)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss_g)
         opt_g.step()
@@ -273,6 +275,15 @@ class HuSCFGAN(pl.LightningModule):
 
         k = len(sizes)
         self.log_dict({"train/loss_d": loss_d.detach() / k, "train/loss_g": loss_g.detach() / k}, prog_bar=True)
+
+    def _sample_weights(self, sizes: list[int]) -> Tensor:
+        """1 / n_i for each of client i's samples, made once per batch-size pattern and device (no
+        host-to-device copy, so no wait for the GPU, on the step path)."""
+        key = (tuple(sizes), self.device)
+        if key not in self._loss_weights:
+            counts = torch.tensor(sizes)
+            self._loss_weights[key] = torch.repeat_interleave(1.0 / counts, counts).to(self.device)
+        return self._loss_weights[key]
 
     # ----------------------------------------------------------------- generation
     @torch.no_grad()
@@ -330,10 +341,11 @@ def _data_spec(datamodule: object) -> dict | None:
     }
 
 
-def _client_bce(outputs: Sequence[Tensor], target: float, sizes: Sequence[int]) -> Tensor:
-    """Sum over clients of each client's mean BCE, computed in one call over the concatenated outputs."""
+def _client_bce(outputs: Sequence[Tensor], target: float, weights: Tensor) -> Tensor:
+    """Sum over clients of each client's mean BCE, computed in one call over the concatenated outputs.
+
+    ``weights`` holds 1 / (client's batch size) for every sample (`HuSCFGAN._sample_weights`).
+    """
     probs = torch.cat(list(outputs)).reshape(-1)
     per_sample = F.binary_cross_entropy(probs, torch.full_like(probs, target), reduction="none")
-    counts = torch.as_tensor(sizes, device=probs.device)
-    weights = torch.repeat_interleave(1.0 / counts, counts, output_size=sum(sizes))  # output_size: no device sync
     return (per_sample * weights).sum()
