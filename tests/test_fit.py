@@ -97,12 +97,36 @@ def test_resume_from_a_mid_run_checkpoint_equals_the_uninterrupted_run(tmp_path:
     assert any(not torch.equal(other[k], part[k]) for k in part if part[k].is_floating_point())
 
 
-def test_wire_carries_only_floating_point_during_training(tmp_path: Path, monkeypatch) -> None:
+def _per_sample_bytes(template, first_input: torch.Tensor) -> list[int]:
+    """Bytes of one sample's float32 output of every block of an unsplit network."""
+    sizes, x, labels = [], first_input, torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        for j, block in enumerate(template.eval().blocks):
+            x = block(x, labels) if j == 0 else block(x)
+            sizes.append(x[0].numel() * 4)
+    return sizes
+
+
+def test_wire_carries_exactly_the_cut_activations_and_gradients_of_training(tmp_path: Path, monkeypatch) -> None:
+    """Per client and direction, one round's bytes equal the analytic cut sizes: G crosses each of its cuts once
+    per step each way, D three times (fakes, reals, and the G step through D); nothing else crosses."""
     monkeypatch.chdir(tmp_path)
     cli = run_cli(["fit", "--config", TINY, "--trainer.logger=false", "--model.rounds=1", "--model.federation.mode=fedavg", *QUIET])
-    wire = cli.model.wire
-    assert cli.trainer.global_step > 0
-    assert wire.dtypes_carried == {torch.float32}
+    samples = 16  # tiny.yaml: every client holds cap = 16 images, one local epoch
+    assert cli.datamodule.client_sizes == [samples] * 4
+    g_bytes = _per_sample_bytes(ReferenceGenerator(), torch.randn(2, 100))
+    d_bytes = _per_sample_bytes(ReferenceDiscriminator(), torch.randn(2, 1, 28, 28))
+    plan = cli.model.plan
+    (exchange,) = [c for c in cli.trainer.callbacks if type(c).__name__ == "CutLayerExchange"]
+    (record,) = exchange.history
+    for i, row in enumerate(record["clients"]):
+        (gh, gt), (dh, dt) = plan.head_tails("G")[i], plan.head_tails("D")[i]
+        g_head, g_tail = g_bytes[gh - 1], g_bytes[len(g_bytes) - gt - 1]
+        d_head, d_tail = d_bytes[dh - 1], d_bytes[len(d_bytes) - dt - 1]
+        # up: head activations and tail gradients; down: head gradients and tail activations
+        expected = samples * (g_head + g_tail + 3 * (d_head + d_tail))
+        assert row == {"client": i, "up": expected, "down": expected}, (i, plan.head_tails("G")[i], plan.head_tails("D")[i])
+    assert cli.model.wire.dtypes_carried == {torch.float32}
 
 
 @pytest.mark.parametrize(
