@@ -160,12 +160,15 @@ def test_failed_trials_are_recorded_and_the_study_goes_on_and_resumes(
     assert sorted(r.info.status for r in children) == ["FAILED", "FAILED"]
     assert all("federation.k" in r.data.tags["sweep.error"] for r in children)
 
-    # resume by name with a third trial: same study, same sweep run
+    # resume by name, the cause fixed: the third trial completes in the same study and sweep run
+    config = _spec_file(tmp_path, base_config, objectives=["score"], n_trials=2, search_space=search)
     assert _run(config, n_trials=1) == 0
     study = optuna.load_study(study_name="demo", storage=storage)
-    assert len(study.trials) == 3
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE]
+    assert study.trials[2].values[0] > 0
     parents = [r for r in _runs(client) if MLFLOW_PARENT_RUN_ID not in r.data.tags]
-    assert len(parents) == 1 and parents[0].data.metrics["sweep/fail_trials"] == 3
+    assert len(parents) == 1
+    assert parents[0].data.metrics["sweep/fail_trials"] == 2 and parents[0].data.metrics["sweep/complete_trials"] == 1
 
 
 def test_single_objective_reports_each_round_score_to_optuna(
