@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from importlib.resources import files
 
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
@@ -83,13 +84,17 @@ def run_cli(args: list[str] | None = None, extra_callbacks: list[Callback] | Non
     """
     _check_ckpt_args(list(sys.argv[1:] if args is None else args))
     defaults = {"default_config_files": [DEFAULT_CONFIG], "parser_mode": "omegaconf"}
-    return HuSCFCLI(
-        HuSCFGAN,
-        HuSCFDataModule,
-        args=args,
-        parser_kwargs={"fit": defaults},
-        save_config_callback=MLflowSaveConfig,
-        save_config_kwargs={"save_to_log_dir": False},
-        auto_configure_optimizers=False,
-        trainer_defaults={"callbacks": list(extra_callbacks)} if extra_callbacks else None,
-    )
+    with warnings.catch_warnings():
+        # Explicit args (sweep trials, the `fit` command's own argv) are deliberate; Lightning warns whenever the
+        # process also has command-line arguments, which a sweep always has.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
+        return HuSCFCLI(
+            HuSCFGAN,
+            HuSCFDataModule,
+            args=args,
+            parser_kwargs={"fit": defaults},
+            save_config_callback=MLflowSaveConfig,
+            save_config_kwargs={"save_to_log_dir": False},
+            auto_configure_optimizers=False,
+            trainer_defaults={"callbacks": list(extra_callbacks)} if extra_callbacks else None,
+        )
