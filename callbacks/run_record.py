@@ -24,7 +24,7 @@ class RunRecord(pl.Callback):
     """Logs the split plan, the GA's report and modeled latency, the data partition and run tags."""
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or pl_module.current_round > 1:
+        if pl_module.current_round > 1:  # resumed: the run already has its record
             return
         log_json(trainer, pl_module.plan.to_dict(), "plan.json")
         tags = {
@@ -44,7 +44,7 @@ class RunRecord(pl.Callback):
             writer.writeheader()
             writer.writerows(rows)
             log_text(trainer, buffer.getvalue(), "partition.csv")
-            tags["scenario"] = getattr(datamodule, "scenario_name", tags["domains"])
+            tags["scenario"] = datamodule.scenario_name
         commit = git_commit()
         if commit:
             tags["git_commit"] = commit

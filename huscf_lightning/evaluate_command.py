@@ -46,7 +46,8 @@ def load_run(ckpt_path: str) -> tuple[HuSCFGAN, HuSCFDataModule]:
             "call huscf_lightning.callbacks.evaluation.evaluate_utility from Python."
         ) from err
     datamodule = HuSCFDataModule(
-        [DomainSpec.from_value(spec) for spec in data["domains"]], data["batch_size"], data["seed"], data["cap"]
+        [DomainSpec.from_value(spec) for spec in data["domains"]], data["batch_size"], data["seed"], data["cap"],
+        data.get("scenario"),
     )
     datamodule.setup("fit")
     return model, datamodule

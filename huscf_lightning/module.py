@@ -338,6 +338,7 @@ def _data_spec(datamodule: object) -> dict | None:
         "batch_size": datamodule.batch_size,
         "seed": datamodule.seed,
         "cap": datamodule.cap,
+        "scenario": getattr(datamodule, "scenario", None),
     }
 
 

@@ -83,11 +83,8 @@ def log_json(trainer: pl.Trainer, data: Any, name: str, artifact_path: str | Non
 
 
 def log_figure(trainer: pl.Trainer, figure: Any, name: str, artifact_path: str | None = None) -> None:
-    """Save a matplotlib figure as a PNG artifact and close it."""
-    import matplotlib.pyplot as plt
-
+    """Save a matplotlib figure (a plain `Figure`, not pyplot-managed: nothing to close) as a PNG artifact."""
     with tempfile.TemporaryDirectory() as tmp:
         file = Path(tmp) / name
         figure.savefig(file, dpi=100, bbox_inches="tight")
-        plt.close(figure)
         log_artifact_file(trainer, file, artifact_path)

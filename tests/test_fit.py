@@ -42,6 +42,7 @@ def test_fit_lands_a_run_in_sqlite_mlflow(tmp_path: Path, monkeypatch: pytest.Mo
     assert params["config/data/batch_size"] == "8"
     assert params["config/model/federation/mode"] == "kld_clustered"
     assert tags["plan_source"] == "random" and tags["num_clients"] == "4"
+    assert tags["scenario"] == "mnist5k:2:iid+glyphs:2:iid"  # no data.scenario name: domains, clients, split
     for key in ("train/loss_d", "train/loss_g", "wire/bytes_up", "wire/bytes_down", "cluster/ari",
                 "eval/score/mnist5k", "eval/score/glyphs", "eval/seconds", "utility/accuracy/glyphs", "utility/f1/mnist5k"):
         assert key in metrics, key

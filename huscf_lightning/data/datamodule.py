@@ -99,8 +99,10 @@ class HuSCFDataModule(pl.LightningDataModule):
         batch_size: int = 64,
         seed: int = 0,
         cap: int | str | None = "paper",
+        scenario: str | None = None,
     ) -> None:
         super().__init__()
+        self.scenario = scenario
         self.domains = [DomainSpec.from_value(spec) for spec in domains]
         self.batch_size = batch_size
         self.seed = seed
@@ -188,6 +190,11 @@ class HuSCFDataModule(pl.LightningDataModule):
     def domain_names(self) -> list[str]:
         """The scenario's domains in config order."""
         return [spec.name for spec in self.domains]
+
+    @property
+    def scenario_name(self) -> str:
+        """The run's scenario tag: the configured name, else its domains, clients and distributions."""
+        return self.scenario or "+".join(f"{d.name}:{d.clients}:{d.distribution}" for d in self.domains)
 
     @property
     def num_classes(self) -> int:

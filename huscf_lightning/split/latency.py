@@ -24,7 +24,6 @@ from .plan import PlanError, shared_block_head_tails, valid_head_tails
 from .profile import GanProfile, NetworkProfile
 
 D_PASSES = 3
-PHASES = ("forward", "backward")
 COMPONENTS = ("client_compute", "upload", "server_compute", "download")
 
 

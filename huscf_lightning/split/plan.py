@@ -96,17 +96,17 @@ class SplitPlan:
         """Per-client (head, tail) of network ``"G"`` or ``"D"``."""
         return [cut.network(net) for cut in self.cuts]
 
-    def num_blocks(self, net: str) -> int:
-        return self.g_blocks if net == "G" else self.d_blocks
-
     def to_dict(self) -> dict:
+        """Plain data for JSON and checkpoints (`from_dict` reads it back)."""
         return {"g_blocks": self.g_blocks, "d_blocks": self.d_blocks, "cuts": [asdict(c) for c in self.cuts]}
 
     def to_json(self) -> str:
+        """The plan as JSON text (`from_json` reads it back)."""
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
     def from_dict(cls, data: dict) -> SplitPlan:
+        """A validated plan from `to_dict` output; anything else is a `PlanError` naming the format."""
         try:
             cuts = tuple(Cut(**c) for c in data["cuts"])
             return cls(cuts=cuts, g_blocks=int(data["g_blocks"]), d_blocks=int(data["d_blocks"]))
@@ -118,7 +118,14 @@ class SplitPlan:
 
     @classmethod
     def from_json(cls, text: str) -> SplitPlan:
-        return cls.from_dict(json.loads(text))
+        """The plan of a ``plan.json`` (what every run logs to MLflow)."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise PlanError(f"Not a split plan: the text is not JSON ({err}).") from err
+        if not isinstance(data, dict):
+            raise PlanError(f"Not a split plan: the JSON is a {type(data).__name__}, not an object with 'cuts'.")
+        return cls.from_dict(data)
 
     @classmethod
     def uniform(cls, cut: Sequence[int], num_clients: int, g_blocks: int, d_blocks: int) -> SplitPlan:
