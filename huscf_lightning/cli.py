@@ -6,10 +6,12 @@ import sys
 import warnings
 from importlib.resources import files
 
+import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from huscf_lightning.checkpoints import read_checkpoint
+from huscf_lightning.config import ConfigError
 from huscf_lightning.data import HuSCFDataModule
 from huscf_lightning.module import HuSCFGAN
 from huscf_lightning.tracking import check_tracking_uri, log_text, mlflow_logger
@@ -20,7 +22,7 @@ DEFAULT_CONFIG = str(files("huscf_lightning.configs") / "default.yaml")
 class MLflowSaveConfig(SaveConfigCallback):
     """Records the full resolved config in the run: as params and as a ``config.yaml`` artifact."""
 
-    def save_config(self, trainer, pl_module, stage: str) -> None:
+    def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         logger = mlflow_logger(trainer)
         if logger is None:
             return
@@ -36,13 +38,21 @@ class HuSCFCLI(LightningCLI):
         """Only ``fit``: HuSCFGAN has no validation/test loop (``huscf_lightning evaluate`` tests a checkpoint)."""
         return {"fit": LightningCLI.subcommands()["fit"]}
 
-    def add_arguments_to_parser(self, parser) -> None:
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """One seed for the model (plan, noise) and the data (partition, shuffling)."""
         parser.link_arguments("seed_everything", "model.seed")
         parser.link_arguments("seed_everything", "data.seed")
 
     def before_instantiate_classes(self) -> None:
+        """The training length is the model's rounds; check the tracking server before anything is built."""
         config = self.config[self.subcommand] if self.subcommand else self.config
-        config.trainer.max_epochs = config.model.rounds * config.model.local_epochs
+        epochs = config.model.rounds * config.model.local_epochs
+        if config.trainer.max_epochs not in (None, epochs):
+            raise ConfigError(
+                f"trainer.max_epochs={config.trainer.max_epochs} is set, but a run's length is model.rounds x "
+                f"model.local_epochs (= {epochs} here); drop trainer.max_epochs and set --model.rounds instead."
+            )
+        config.trainer.max_epochs = epochs
         logger = config.trainer.logger
         uri = getattr(getattr(logger, "init_args", None), "tracking_uri", None)
         if uri:

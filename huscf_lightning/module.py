@@ -244,6 +244,8 @@ class HuSCFGAN(pl.LightningModule):
         return self.G(z, labels)
 
     def training_step(self, batch: Sequence[tuple[Tensor, Tensor]], batch_idx: int) -> None:
+        """One iteration of METHOD.md for all clients in lock-step: G forward, D on detached fakes and on
+        reals (capturing the clustering features on a round's last batch), D step, then G through D."""
         opt_g, opt_d = self.optimizers()
         reals = [x for x, _ in batch]
         labels = [y for _, y in batch]

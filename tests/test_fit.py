@@ -141,6 +141,7 @@ def test_wire_carries_exactly_the_cut_activations_and_gradients_of_training(tmp_
         (["--model.evaluation.metrics=[score,bogus]"], "bogus"),
         (["--model.federation.k=9"], "federation.k = 9"),
         (["--model.federation.alpha=-1"], "federation.alpha"),
+        (["--trainer.max_epochs=5"], "set --model.rounds instead"),
         (["--model.federation.k_range=[1,4]"], "federation.k_range"),
         (["--model.evaluation.inception_weights=/nonexistent/inception.pt"], "'/nonexistent/inception.pt' is not a file"),
         (["--model.num_classes=5"], "--model.num_classes=10"),
