@@ -59,13 +59,14 @@ class HuSCFCLI(LightningCLI):
             check_tracking_uri(uri)
 
     def before_fit(self) -> None:
+        """Save ``last.ckpt`` at every round end (a round is the unit of resumption) unless the config sets a
+        checkpoint callback; Lightning's own default (every epoch) is replaced, the caller's are kept."""
         configured = self.config[self.subcommand].trainer.callbacks or []
         if not any("ModelCheckpoint" in str(getattr(c, "class_path", "")) for c in configured):
-            # Lightning's default saves every epoch; a round is the unit of resumption, so save last.ckpt per round.
-            self.trainer.callbacks = [c for c in self.trainer.callbacks if not isinstance(c, ModelCheckpoint)]
-            self.trainer.callbacks.append(
-                ModelCheckpoint(every_n_epochs=self.model.local_epochs, save_last=True, save_top_k=0)
-            )
+            given = [c for c in (self.trainer_defaults or {}).get("callbacks", []) if isinstance(c, ModelCheckpoint)]
+            others = [c for c in self.trainer.callbacks if not isinstance(c, ModelCheckpoint)]
+            per_round = ModelCheckpoint(every_n_epochs=self.model.local_epochs, save_last=True, save_top_k=0)
+            self.trainer.callbacks = [*others, per_round, *given]
 
     def after_fit(self) -> None:
         logger = mlflow_logger(self.trainer)

@@ -90,6 +90,17 @@ class Wire:
         """
         self.bytes.clear()
 
+    def state_dict(self) -> dict:
+        """The counts since the last reset and the dtypes ever carried (checkpoints save them)."""
+        return {"bytes": [[*key, n] for key, n in self.bytes.items()], "dtypes": sorted(str(d) for d in self.dtypes_carried)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict` output: a run resumed inside a round keeps counting that round."""
+        self.bytes.clear()
+        for client, cut, direction, kind, n in state["bytes"]:
+            self.bytes[(int(client), cut, direction, kind)] = int(n)
+        self.dtypes_carried = {getattr(torch, name.removeprefix("torch.")) for name in state["dtypes"]}
+
     def total(self, direction: str | None = None, cut: str | None = None, client: int | None = None) -> int:
         """Bytes carried, optionally restricted to one direction, cut and/or client."""
         return sum(

@@ -309,6 +309,7 @@ class HuSCFGAN(pl.LightningModule):
             "client_domains": self.client_domains,
             "client_sizes": self.client_sizes,
             "noise_rng": self._noise.get_state(),
+            "wire": self.wire.state_dict(),  # the round so far, for a checkpoint taken inside a round
             "data": _data_spec(self._trainer.datamodule if self._trainer is not None else None),
         }
 
@@ -329,6 +330,7 @@ class HuSCFGAN(pl.LightningModule):
                 "(the plan is logged as plan.json with every run)."
             )
         self._noise.set_state(state["noise_rng"])
+        self.wire.load_state_dict(state["wire"])
 
 
 def _data_spec(datamodule: object) -> dict | None:

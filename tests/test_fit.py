@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from mlflow.tracking import MlflowClient
 
 from huscf_lightning.__main__ import main
@@ -96,6 +97,33 @@ def test_resume_from_a_mid_run_checkpoint_equals_the_uninterrupted_run(tmp_path:
         torch.testing.assert_close(resumed[key], full[key], rtol=0, atol=0, msg=key)
     other, _ = _final_weights(tmp_path / "other", ["--model.rounds=2", "--seed_everything=1"])
     assert any(not torch.equal(other[k], part[k]) for k in part if part[k].is_floating_point())
+
+
+def test_resume_mid_round_equals_the_uninterrupted_run(tmp_path: Path, monkeypatch) -> None:
+    """A checkpoint from inside a round (a user's every-epoch ModelCheckpoint, 2 local epochs a round) resumes to
+    the same weights, optimiser states and round records as the run that never stopped."""
+    monkeypatch.chdir(tmp_path)
+    every_epoch = ModelCheckpoint(dirpath=tmp_path / "every", every_n_epochs=1, save_top_k=-1, filename="{epoch}")
+    args = ["fit", "--config", TINY, "--trainer.logger=false", "--trainer.deterministic=true", *QUIET,
+            "--model.rounds=2", "--model.local_epochs=2", "--model.federation.warmup_rounds=1"]
+    full = run_cli([*args, f"--trainer.default_root_dir={tmp_path / 'full'}"], extra_callbacks=[every_epoch])
+    mid_round = tmp_path / "every" / "epoch=2.ckpt"  # after the first of round 2's two epochs
+    assert mid_round.exists() and (tmp_path / "full").glob("**/last.ckpt")
+    resumed = run_cli([*args, f"--trainer.default_root_dir={tmp_path / 'resumed'}", f"--ckpt_path={mid_round}"])
+    for key, value in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    for opt_full, opt_resumed in zip(full.trainer.optimizers, resumed.trainer.optimizers):
+        for state_full, state_resumed in zip(opt_full.state.values(), opt_resumed.state.values()):
+            for name in ("exp_avg", "exp_avg_sq", "step"):
+                torch.testing.assert_close(state_resumed[name], state_full[name], rtol=0, atol=0)
+
+    def records(cli, kind: str) -> list:
+        (callback,) = [c for c in cli.trainer.callbacks if type(c).__name__ == kind]
+        return callback.history
+
+    for kind in ("ClusteringRound", "FederatedAggregation", "CutLayerExchange"):
+        assert records(resumed, kind) == records(full, kind), kind
+    assert [r["mode"] for r in records(full, "FederatedAggregation")] == ["fedavg", "kld_clustered"]
 
 
 def _per_sample_bytes(template, first_input: torch.Tensor) -> list[int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
 
@@ -47,3 +49,20 @@ def test_reset_forgets_counts() -> None:
     wire.reset()
     assert wire.total() == 0
     assert wire.dtypes_carried == {torch.float32}
+
+
+def test_counts_survive_a_checkpoint_round_trip() -> None:
+    wire = Wire()
+    x = torch.randn(3, 5, requires_grad=True)
+    wire.send(x, 1, "D.head", "up").sum().backward()
+    restored = Wire()
+    restored.load_state_dict(torch.load(_saved(wire.state_dict()), weights_only=True))
+    assert dict(restored.bytes) == dict(wire.bytes) == {(1, "D.head", "up", "activation"): 60, (1, "D.head", "down", "gradient"): 60}
+    assert restored.dtypes_carried == {torch.float32}
+
+
+def _saved(state: dict) -> io.BytesIO:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
