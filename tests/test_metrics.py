@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 
 import lightning.pytorch as pl
 import pytest
@@ -302,12 +304,19 @@ def test_callbacks_with_the_real_huscfgan(classifier_cache, tmp_path, caplog) ->
     assert kinds.count("GenerationEvaluation") == 1 and generation in trainer.callbacks
     assert kinds.index("FederatedAggregation") < kinds.index("GenerationEvaluation") < kinds.index("UtilityEvaluation")
     assert [row["round"] for row in generation.history] == [2]  # every second round only
-    assert all(1.0 <= generation.history[0][f"eval/score/{d}"] <= 10.0 for d in ("digits", "glyphs"))
     assert [(row["domain"], row["client"]) for row in utility_callback.results] == [("digits", 0), ("glyphs", 1)]
-    assert all(0.0 <= row[name] <= 1.0 for row in utility_callback.results for name in UTILITY_METRICS)
     assert "utility of generated data" in caplog.text
-    logged = (tmp_path / "run" / "version_0" / "metrics.csv").read_text()
-    assert all(key in logged for key in ("eval/score/glyphs", "eval/seconds", "utility/f1/digits", "utility/seconds"))
+    # what the logger received is what the callbacks computed
+    with open(tmp_path / "run" / "version_0" / "metrics.csv", newline="") as handle:
+        logged: dict[str, float] = {}
+        for row in csv.DictReader(handle):
+            logged.update({key: float(value) for key, value in row.items() if value not in ("", None)})
+    for domain in ("digits", "glyphs"):
+        assert logged[f"eval/score/{domain}"] == pytest.approx(generation.history[0][f"eval/score/{domain}"])
+    for row in utility_callback.results:
+        for name in UTILITY_METRICS:
+            assert logged[f"utility/{name}/{row['domain']}"] == pytest.approx(row[name])
+    assert logged["eval/seconds"] > 0 and logged["utility/seconds"] > 0
 
 
 def test_mlflow_run_gets_the_score_curves_and_utility_artifacts(replay_setup, classifier_cache, tmp_path) -> None:
