@@ -1,4 +1,5 @@
-"""One HuSCFGAN iteration is METHOD.md's cGAN iteration: D on fakes and reals, D step, then G through D."""
+"""One HuSCFGAN iteration is METHOD.md's: the cGAN step (D on fakes and reals, D step, then G through D) and
+the clustering features it leaves for the round end."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import lightning.pytorch as pl
 import torch
 from torch.nn import functional as F
 
+from huscf_lightning.callbacks import ClusteringRound
 from huscf_lightning.config import EvaluationSpec, FederationSpec, PlanSpec
 from huscf_lightning.data import DomainSpec, HuSCFDataModule
 from huscf_lightning.module import HuSCFGAN
@@ -58,3 +60,55 @@ def test_one_client_step_equals_a_hand_written_unsplit_cgan_step(tmp_path) -> No
         trained = split.client_path(0).state_dict()
         for key, value in unsplit.state_dict().items():  # parameters and batch-norm statistics
             torch.testing.assert_close(trained[key], value, msg=lambda m, key=key: f"{name} {key}: {m}")
+
+
+class RecordingClustering(ClusteringRound):
+    """The clustering callback, keeping what it hands to the aggregation (the test reads the features)."""
+
+    def __init__(self) -> None:
+        super().__init__(k=2)
+        self.taken: list = []
+
+    def take(self):
+        latest = super().take()
+        self.taken.append(latest)
+        return latest
+
+
+class LastStepState(pl.Callback):
+    """The discriminator and the real batches as they are when the round's last step starts."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == trainer.num_training_batches - 1:
+            self.D = copy.deepcopy(pl_module.D)
+            self.reals = [(x.clone(), y.clone()) for x, y in batch]
+
+
+def test_clustering_features_are_the_last_real_batch_at_the_first_common_server_block(tmp_path) -> None:
+    # D cuts (head, tail): (1,1), (2,1), (1,2), (2,2): block 1 is on the server for clients 0 and 2 only,
+    # block 2 is the first block every client runs on the server (as in the reference)
+    model = HuSCFGAN(
+        plan=PlanSpec(source="explicit", cuts=[[1, 1, 1, 1], [1, 1, 2, 1], [1, 1, 1, 2], [1, 1, 2, 2]]),
+        federation=FederationSpec(mode="clustered", k=2, warmup_rounds=0),
+        evaluation=EvaluationSpec(metrics=[], utility_samples=0, sample_grids=False),
+        rounds=1,
+        local_epochs=1,
+    )
+    data = HuSCFDataModule([DomainSpec("digits", 2), DomainSpec("glyphs", 2)], batch_size=8, cap=16)
+    clustering, last = RecordingClustering(), LastStepState()
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         default_root_dir=tmp_path, callbacks=[clustering, last])
+    trainer.fit(model, data)
+    assert model.D.common_server_block() == 2
+
+    # by hand, from the raw blocks as they were before the last D step, on that step's real batches
+    D, (xs, ys) = last.D.train(), zip(*last.reals)
+    with torch.no_grad():
+        h0 = [D.client_blocks[i]["0"](xs[i], ys[i]) for i in range(4)]
+        s1 = D.server_blocks["1"](torch.cat([h0[0], h0[2]]))  # one server call for the clients with head 1
+        h1 = [s1[:8], D.client_blocks[1]["1"](h0[1]), s1[8:], D.client_blocks[3]["1"](h0[3])]
+        s2 = D.server_blocks["2"](torch.cat(h1))  # block 2: all four clients in one call
+    expected = torch.stack([part.mean(dim=0) for part in s2.split(8)]).flatten(2)  # (K, C, H*W) batch means
+
+    (round_clusters,) = clustering.taken
+    torch.testing.assert_close(round_clusters.features, expected)
