@@ -53,6 +53,11 @@ def test_hand_computed_example_forward_and_backward_of_g_and_d() -> None:
     assert breakdown["G_forward"]["upload"] == pytest.approx(2.0)
     assert breakdown["G_forward"]["server_compute"] == pytest.approx(1.2)
     assert breakdown["G_forward"]["download"] == pytest.approx(0.5)
+    # D backward critical path: a's tail 6 + upload 2, server block 1 0.8, download 0.5, a's head 2.
+    assert breakdown["D_backward"]["client_compute"] == pytest.approx(8.0)
+    assert breakdown["D_backward"]["upload"] == pytest.approx(2.0)
+    assert breakdown["D_backward"]["server_compute"] == pytest.approx(0.8)
+    assert breakdown["D_backward"]["download"] == pytest.approx(0.5)
 
 
 def _reference_pass(cuts, speed, rate, flops, out_bytes, server: ServerProfile, backward: bool) -> float:
