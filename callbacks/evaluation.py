@@ -23,12 +23,12 @@ from lightning.pytorch.callbacks import Callback
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from huscf_lightning.config import ConfigError
 from huscf_lightning.metrics.classifier import DEFAULT_CACHE_DIR, DEFAULT_CLASSIFIER_EPOCHS, SmallCNN, domain_classifier
 from huscf_lightning.metrics.fidelity import FIDELITY_METRICS, check_metric_names, fidelity_metrics
 from huscf_lightning.metrics.generation_score import SampleFn, classifier_probs, generate_uniform, generation_score
 from huscf_lightning.metrics.utility import UTILITY_METRICS, utility
 from huscf_lightning.tracking import log_figure, log_json, log_round_metrics, log_text
-from huscf_lightning.config import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ from huscf_lightning.metrics.classifier import (
     predict_logits,
     train_classifier,
 )
+from huscf_lightning.metrics.errors import MetricInputError
 from huscf_lightning.metrics.fidelity import (
     FIDELITY_METRICS,
     FidelityInputError,
@@ -26,6 +27,7 @@ __all__ = [
     "FIDELITY_METRICS",
     "UTILITY_METRICS",
     "FidelityInputError",
+    "MetricInputError",
     "SmallCNN",
     "UnknownMetricError",
     "check_metric_names",

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.functional.classification import multiclass_accuracy
+
 from huscf_lightning.metrics.errors import MetricInputError
 
 if TYPE_CHECKING:

@@ -120,12 +120,12 @@ class SplitNetwork(nn.Module):
         """Block ``j`` on the own copies of ``clients``; those with same-shape inputs in one batched call."""
         if not clients:
             return
-        batch = self.batch_clients if self.batch_clients is not None else acts[clients[0]].is_cuda
+        batched = self.batch_clients if self.batch_clients is not None else acts[clients[0]].is_cuda
         groups: dict[tuple[int, ...], list[int]] = {}
         for i in clients:
             groups.setdefault(tuple(acts[i].shape), []).append(i)
         for members in groups.values():
-            if len(members) == 1 or not batch:
+            if len(members) == 1 or not batched:
                 for i in members:
                     block = self.client_blocks[i][str(j)]
                     acts[i] = block(acts[i], labels[i]) if j == 0 else block(acts[i])
@@ -140,8 +140,8 @@ class SplitNetwork(nn.Module):
     def _stacked_call(self, j: int, members: list[int], args: list[Tensor]) -> Tensor:
         """Run block ``j`` once for ``members``, each on its own copy, over inputs stacked on a client axis.
 
-        The stacked parameters are differentiable views of the clients' own (gradients land in each
-        client's copy); batch-norm running statistics are updated on the stack and copied back.
+        The parameters are stacked differentiably (each client's gradient lands in its own copy);
+        batch-norm running statistics are updated on the stacked buffers and copied back.
         """
         blocks = [self.client_blocks[i][str(j)] for i in members]
         template = blocks[0]
