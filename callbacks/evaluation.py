@@ -186,7 +186,7 @@ class GenerationEvaluation(Callback):
             row[f"eval/score/{domain}"] = generation_score(classifier_probs(classifier, images, self.batch_size))
         fidelity = [metric for metric in self.metrics if metric in FIDELITY_METRICS]
         if fidelity:
-            real = trainer.datamodule.domain_data(domain).test_images.to(images.device)
+            real = trainer.datamodule.domain_data(domain).test_images  # stays on the CPU, where FID reads it
             result = fidelity_metrics(
                 images,
                 real,
