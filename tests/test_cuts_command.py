@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from huscf_lightning.cuts_command import add_arguments, run
 from huscf_lightning.split.devices import ProfileError, parse_profiles
 from huscf_lightning.split.latency import LatencyModel
 from huscf_lightning.split.profile import GanProfile, NetworkProfile
+
+PAPER_PROFILES = Path(__file__).parents[1] / "configs" / "profiles" / "paper.yaml"
 
 SMALL = ["--clients", "9", "--population", "80", "--generations", "60"]
 
@@ -24,7 +27,7 @@ def _run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
 
 
 def test_table_lists_every_profile_and_the_latency(capsys: pytest.CaptureFixture[str]) -> None:
-    out = _run(capsys, ["--profiles", "configs/profiles/paper.yaml", *SMALL])
+    out = _run(capsys, ["--profiles", str(PAPER_PROFILES), *SMALL])
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("d")}
     assert sorted(rows) == [f"d{k}" for k in range(1, 8)]
     assert sum(int(r[1]) for r in rows.values()) == 9
