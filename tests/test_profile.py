@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from huscf_lightning.nets import BlockNetwork, LabelledBlock
 from huscf_lightning.split.devices import ProfileError, assign_profiles, load_profiles
-from huscf_lightning.split.profile import ProfileError as BlockProfileError
+from huscf_lightning.split.profile import BlockProfileError
 from huscf_lightning.split.profile import profile_network
 
 

@@ -26,7 +26,7 @@ FP32_BYTES = 4
 _CACHE: dict[str, NetworkProfile] = {}
 
 
-class ProfileError(ValueError):
+class BlockProfileError(ValueError):
     """A network that cannot be profiled; the message names the fix."""
 
 
@@ -90,7 +90,7 @@ class GanProfile:
             return self.generator
         if net == "D":
             return self.discriminator
-        raise ProfileError(f"Unknown network {net!r}; use 'G' or 'D'.")
+        raise BlockProfileError(f"Unknown network {net!r}; use 'G' or 'D'.")
 
     def to_dict(self) -> dict:
         return {"generator": self.generator.to_dict(), "discriminator": self.discriminator.to_dict()}
@@ -103,12 +103,12 @@ def _counted_flops(mode: FlopCounterMode) -> int:
 def _blocks_of(net: nn.Module) -> nn.ModuleList:
     blocks = getattr(net, "blocks", None)
     if not isinstance(blocks, nn.ModuleList):
-        raise ProfileError(
+        raise BlockProfileError(
             f"{type(net).__name__} has no `blocks` ModuleList, so it cannot be cut at block boundaries. "
             f"Write the network as a huscf_lightning.nets.BlockNetwork (a list of blocks)."
         )
     if len(blocks) < 3:
-        raise ProfileError(
+        raise BlockProfileError(
             f"{type(net).__name__} has {len(blocks)} blocks; a split network needs at least 3 "
             f"(client head, server part, client tail). Write it as more blocks."
         )
@@ -163,7 +163,7 @@ def profile_gan(
 ) -> GanProfile:
     """Profiles of G on (z, labels) and D on (images, labels) at ``batch_size``."""
     if batch_size < 1:
-        raise ProfileError(f"batch_size must be a positive number of samples; got {batch_size}.")
+        raise BlockProfileError(f"batch_size must be a positive number of samples; got {batch_size}.")
     generator_seed = torch.Generator().manual_seed(0)
     labels = torch.randint(0, num_classes, (batch_size,), generator=generator_seed)
     z = torch.randn(batch_size, z_dim, generator=generator_seed)
