@@ -26,17 +26,32 @@ class TrackingError(ValueError):
 
 
 def check_tracking_uri(uri: str) -> None:
-    """Fail fast on an unreachable MLflow server (MLflow itself would retry for minutes)."""
-    if urlparse(uri).scheme not in ("http", "https"):
+    """Fail fast on a store MLflow cannot use: a server that does not answer (MLflow itself would
+    retry for minutes) or a SQLite file whose folder does not exist (a deep SQLAlchemy error)."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+        if path is not None and str(path) != ":memory:" and not path.resolve().parent.is_dir():
+            raise TrackingError(
+                f"The MLflow store {uri} is a SQLite file in {path.resolve().parent}, which does not exist. Create "
+                f"the folder first, or give another tracking URI, e.g. sqlite:///mlflow.db."
+            )
+        return
+    if parsed.scheme not in ("http", "https"):
         return
     try:
-        requests.get(f"{uri.rstrip('/')}/health", timeout=5)
+        response = requests.get(f"{uri.rstrip('/')}/health", timeout=5)
     except requests.RequestException as err:
         raise TrackingError(
             f"The MLflow tracking server at {uri} cannot be reached ({type(err).__name__}). Start it "
             f"(`mlflow server --host 127.0.0.1 --port <port>`), or give a reachable tracking URI, "
             f"e.g. sqlite:///mlflow.db."
         ) from err
+    if not response.ok:
+        raise TrackingError(
+            f"{uri} answered {response.status_code} to MLflow's health check, so it is not an MLflow tracking "
+            f"server (or it is unwell). Check the address and port, or give another tracking URI, e.g. sqlite:///mlflow.db."
+        )
 
 
 def mlflow_logger(trainer: pl.Trainer) -> MLFlowLogger | None:
