@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from huscf_lightning.exchange import Wire
-from huscf_lightning.nets import ReferenceDiscriminator, ReferenceGenerator
+from huscf_lightning.nets import NetworkError, ReferenceDiscriminator, ReferenceGenerator
 from huscf_lightning.split import SplitNetwork, valid_head_tails
 
 
@@ -159,7 +159,7 @@ def test_a_block_vmap_cannot_run_is_a_clear_error_and_runs_unbatched() -> None:
     z, y = _inputs("G", 4)
     template(z, y)  # materialise the lazy layer
     inputs = ([z, z.clone()], [y, y.clone()])
-    with pytest.raises(RuntimeError, match="batch_clients=false"):
+    with pytest.raises(NetworkError, match="batch_clients=false"):
         SplitNetwork(template, [(1, 1), (1, 1)], "G", Wire(), batch_clients=True)(*inputs)
     outs = SplitNetwork(template, [(1, 1), (1, 1)], "G", Wire(), batch_clients=False)(*inputs)
     assert outs[0].shape == (4, 1, 28, 28)

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from huscf_lightning.exchange import DOWN, UP, Wire
-from huscf_lightning.nets import BlockNetwork
+from huscf_lightning.nets import BlockNetwork, NetworkError
 from huscf_lightning.split.plan import check_head_tail
 
 
@@ -156,7 +156,7 @@ class SplitNetwork(nn.Module):
         except torch.OutOfMemoryError:
             raise
         except RuntimeError as err:
-            raise RuntimeError(
+            raise NetworkError(
                 f"Block {j} of {self.name} cannot run batched over clients with torch.func.vmap: {err}. Make the "
                 "block vmap-compatible (no .item() or data-dependent Python branches, no in-place writes to "
                 "tensors it does not own), or run clients one by one with --model.batch_clients=false."
