@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+import difflib
+import re
 import sys
 import warnings
 from importlib.resources import files
+from typing import NoReturn
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
@@ -17,6 +21,85 @@ from huscf_lightning.module import HuSCFGAN
 from huscf_lightning.tracking import check_tracking_uri, log_text, mlflow_logger
 
 DEFAULT_CONFIG = str(files("huscf_lightning.configs") / "default.yaml")
+
+
+def config_keys(config: object) -> list[str]:
+    """Every dotted key of a parsed fit config (a jsonargparse Namespace): its leaves and their parent groups."""
+    leaves = [k for k in config.keys() if k != "config"]
+    groups = {leaf.rsplit(".", i)[0] for leaf in leaves for i in range(1, leaf.count(".") + 1)}
+    return sorted({*leaves, *groups})
+
+
+_UNKNOWN_KEY_PATTERNS = (
+    re.compile(r"unrecognized arguments: (.*)"),  # on the command line: --model.roundz=2
+    re.compile(r"does not accept option '([^']+)'"),  # in a config file
+    re.compile(r"Option '([^']+)' is not accepted"),  # inside a section such as model.federation
+)
+
+
+def _unknown_keys(message: str) -> list[str]:
+    """The keys a jsonargparse error message says are unknown."""
+    found = []
+    for pattern in _UNKNOWN_KEY_PATTERNS:
+        for match in pattern.findall(message):
+            found += [token.split("=", 1)[0].lstrip("-") for token in match.split() if not token.startswith("=")]
+    return [key for key in dict.fromkeys(found) if key]
+
+
+def _innermost_problem(message: str) -> str:
+    """One sentence from a jsonargparse value error: for a section such as ``model.federation`` (a union of
+    a settings class and None), the key inside it and what it expected, not the whole union report."""
+    outer = re.match(r'Parser key "([^"]+)"', message)
+    inner = re.search(r'Problem with given class_path [^:]+:\s*Parser key "([^"]+)":\s*(Expected .*?Got value: \S+)', message, re.S)
+    if outer and inner:
+        return f"{outer.group(1)}.{inner.group(1)}: {' '.join(inner.group(2).split())}."
+    text = " ".join(message.split())
+    return text if text.endswith(".") else f"{text}."
+
+
+class HuSCFArgumentParser(LightningArgumentParser):
+    """The fit parser, whose errors are one paragraph naming the bad key (with close matches) and the fix,
+    instead of a usage listing of every option followed by the message."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:  # programmatic parsing (the sweep's checks) wants the exception
+            super().error(message, ex)
+        unknown = _unknown_keys(message)
+        if unknown:
+            known = self._known_keys()
+            hints = []
+            for key in unknown:
+                leaf = key.rsplit(".", 1)[-1]
+                close = difflib.get_close_matches(key, known, n=3, cutoff=0.6) or [
+                    k for k in known if difflib.get_close_matches(leaf, [k.rsplit(".", 1)[-1]], cutoff=0.75)
+                ][:3]
+                hints.append(f"{key!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+            text = f"unknown config key(s) {'; '.join(hints)}."
+        else:
+            text = _innermost_problem(message)
+        sys.stderr.write(
+            f"error: {text} See every key and its current value with `python -m huscf_lightning fit --print_config`, "
+            f"and the options with `python -m huscf_lightning fit --help`.\n"
+        )
+        sys.exit(2)
+
+    def _known_keys(self) -> list[str]:
+        """The fit config's keys, for close-match hints (empty when the defaults themselves do not parse).
+
+        The top-level parser knows only ``subcommand``: the keys come from its subcommand parsers.
+        """
+        parsers = [self] + [
+            sub for action in self._actions if isinstance(action, argparse._SubParsersAction) for sub in action.choices.values()
+        ]
+        keys: set[str] = set()
+        for parser in parsers:
+            try:
+                keys.update(config_keys(parser.get_defaults()))
+            except Exception:  # noqa: BLE001 - only a hint: a broken default config gets its own error elsewhere
+                continue
+        return sorted(
+            {k.replace(".init_args", "") for k in keys if k != "subcommand" and not k.endswith(".class_path")}
+        )
 
 
 class MLflowSaveConfig(SaveConfigCallback):
@@ -105,6 +188,7 @@ def run_cli(args: list[str] | None = None, extra_callbacks: list[Callback] | Non
             args=args,
             parser_kwargs={"fit": defaults},
             save_config_callback=MLflowSaveConfig,
+            parser_class=HuSCFArgumentParser,
             save_config_kwargs={"save_to_log_dir": False},
             auto_configure_optimizers=False,
             trainer_defaults={"callbacks": list(extra_callbacks)} if extra_callbacks else None,

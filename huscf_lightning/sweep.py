@@ -31,7 +31,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from optuna.trial import FrozenTrial, TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
-from huscf_lightning.cli import DEFAULT_CONFIG, HuSCFCLI, run_cli
+from huscf_lightning.cli import DEFAULT_CONFIG, HuSCFCLI, config_keys, run_cli
 from huscf_lightning.data import HuSCFDataModule
 from huscf_lightning.module import HuSCFGAN
 from huscf_lightning.split.ga import GaSettings
@@ -294,10 +294,8 @@ class FitConfig:
 
     def known_paths(self) -> list[str]:
         """Every settable dotted key: the parser's keys, their parent groups, and the sub-keys of dict settings."""
-        leaves = [k for k in self.base.keys() if k != "config"]
-        groups = {leaf.rsplit(".", i)[0] for leaf in leaves for i in range(1, leaf.count(".") + 1)}
         subkeys = [f"{key}.{f.name}" for key, settings in DICT_SETTINGS.items() for f in fields(settings)]
-        return sorted({*leaves, *groups, *subkeys})
+        return sorted({*config_keys(self.base), *subkeys})
 
     def check_paths(self, paths: Sequence[str], where: str) -> None:
         """Raise a `SweepError` naming each unknown key and its close matches."""
