@@ -21,11 +21,13 @@ def git_commit() -> str | None:
 
 
 class RunRecord(pl.Callback):
-    """Logs the split plan, the GA's report and modeled latency, the data partition and run tags."""
+    """Logs the split plan, the GA's report and modeled latency, the data partition and run tags.
+
+    A resumed fit logs them too (it usually lands in a new MLflow run), tagged with the run it
+    continues (``resumed_from_run``) and the round it starts from (``resumed_at_round``).
+    """
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if pl_module.current_round > 1:  # resumed: the run already has its record
-            return
         log_json(trainer, pl_module.plan.to_dict(), "plan.json")
         tags = {
             "plan_source": pl_module.plan_spec.source,
@@ -48,7 +50,16 @@ class RunRecord(pl.Callback):
         commit = git_commit()
         if commit:
             tags["git_commit"] = commit
-        logger = mlflow_logger(trainer)
-        if logger is not None:
-            for key, value in tags.items():
-                logger.experiment.set_tag(logger.run_id, key, value)
+        _set_tags(trainer, tags)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The link to the run a resumed fit continues (the epoch counter is restored only by now)."""
+        if pl_module.resumed_from_run is not None:
+            _set_tags(trainer, {"resumed_from_run": pl_module.resumed_from_run, "resumed_at_round": str(pl_module.current_round)})
+
+
+def _set_tags(trainer: pl.Trainer, tags: dict[str, str]) -> None:
+    logger = mlflow_logger(trainer)
+    if logger is not None:
+        for key, value in tags.items():
+            logger.experiment.set_tag(logger.run_id, key, value)

@@ -24,6 +24,7 @@ from huscf_lightning.nets import BlockNetwork, ReferenceDiscriminator, Reference
 from huscf_lightning.split.network import SplitNetwork
 from huscf_lightning.split.plan import SplitPlan
 from huscf_lightning.split.source import build_plan
+from huscf_lightning.tracking import mlflow_logger
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class HuSCFGAN(pl.LightningModule):
         self._features_wanted = False
         self._feature_block: int | None = None
         self._loss_weights: dict[tuple, Tensor] = {}
+        self.resumed_from_run: str | None = None
 
     # ----------------------------------------------------------------- clients and networks
     @property
@@ -109,8 +111,17 @@ class HuSCFGAN(pl.LightningModule):
     def domain_names(self) -> list[str]:
         return list(dict.fromkeys(self.client_domains))
 
-    def configure_clients(self, client_domains: Sequence[str], client_sizes: Sequence[int], plan: SplitPlan | None = None) -> None:
-        """Build the plan and the split networks for these clients (idempotent for the same clients)."""
+    def configure_clients(
+        self,
+        client_domains: Sequence[str],
+        client_sizes: Sequence[int],
+        plan: SplitPlan | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        """Build the plan and the split networks for these clients (idempotent for the same clients).
+
+        ``batch_size`` is the per-client training batch: the latency model profiles the blocks at it.
+        """
         if self.G is not None:
             if list(client_domains) != self.client_domains or list(client_sizes) != self.client_sizes:
                 raise ConfigError(
@@ -132,6 +143,7 @@ class HuSCFGAN(pl.LightningModule):
                 shared_d_block=self.federation.mode != "fedavg",
                 z_dim=self.z_dim,
                 num_classes=self.num_classes,
+                batch_size=batch_size,
             )
         self.plan = plan
         self.G = SplitNetwork(self.generator_template, plan.head_tails("G"), "G", self.wire, self.batch_clients)
@@ -177,7 +189,7 @@ class HuSCFGAN(pl.LightningModule):
                 f"The data has {datamodule.num_classes} classes but the model is built for num_classes="
                 f"{self.num_classes}; set --model.num_classes={datamodule.num_classes}."
             )
-        self.configure_clients(datamodule.client_domains, datamodule.client_sizes)
+        self.configure_clients(datamodule.client_domains, datamodule.client_sizes, batch_size=datamodule.batch_size)
 
     def on_fit_start(self) -> None:
         """Refuse a Trainer length that is not this model's rounds: a partial round would never be aggregated."""
@@ -292,14 +304,15 @@ class HuSCFGAN(pl.LightningModule):
     def generate(self, client: int, labels: Tensor, z: Tensor | None = None, batch_size: int = 1000) -> Tensor:
         """Images from ``client``'s generator (its head, the server blocks, its tail), in eval mode."""
         path = self.G.client_path(client)
-        was_training = path.training
+        was_training = self.G.training  # the path is a fresh wrapper: the mode to restore is the network's
         path.eval()
         labels = labels.to(self.device)
         if z is None:
             z = torch.randn(labels.shape[0], self.z_dim, device=self.device)
-        images = torch.cat([path(zc, yc) for zc, yc in zip(z.split(batch_size), labels.split(batch_size))])
-        path.train(was_training)
-        return images
+        try:
+            return torch.cat([path(zc, yc) for zc, yc in zip(z.split(batch_size), labels.split(batch_size))])
+        finally:
+            self.G.train(was_training)
 
     # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -311,6 +324,7 @@ class HuSCFGAN(pl.LightningModule):
             "noise_rng": self._noise.get_state(),
             "wire": self.wire.state_dict(),  # the round so far, for a checkpoint taken inside a round
             "data": _data_spec(self._trainer.datamodule if self._trainer is not None else None),
+            "mlflow_run_id": _mlflow_run_id(self._trainer),
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -331,6 +345,13 @@ class HuSCFGAN(pl.LightningModule):
             )
         self._noise.set_state(state["noise_rng"])
         self.wire.load_state_dict(state["wire"])
+        self.resumed_from_run = state.get("mlflow_run_id")
+
+
+def _mlflow_run_id(trainer: pl.Trainer | None) -> str | None:
+    """The MLflow run this training logs to, so a run resumed from the checkpoint can name it."""
+    logger = mlflow_logger(trainer) if trainer is not None else None
+    return logger.run_id if logger is not None else None
 
 
 def _data_spec(datamodule: object) -> dict | None:

@@ -55,9 +55,9 @@ def test_fit_lands_a_run_in_sqlite_mlflow(tmp_path: Path, monkeypatch: pytest.Mo
                      "utility.csv", "score_curves.png"):
         assert expected in artifacts, expected
     assert any(a.endswith("last.ckpt") for a in artifacts)
-    # a random plan gets its modeled latency too, so every run compares with GA runs
+    # a random plan gets its modeled latency too (at the run's batch size), so every run compares with GA runs
     plan = SplitPlan.from_json(Path(client.download_artifacts(run.info.run_id, "plan.json", str(tmp_path))).read_text())
-    expected = plan_latency(plan, ReferenceGenerator(), ReferenceDiscriminator(), seed=0)["latency_s"]
+    expected = plan_latency(plan, ReferenceGenerator(), ReferenceDiscriminator(), seed=0, batch_size=8)["latency_s"]
     assert metrics["plan/latency_s"] == pytest.approx(expected)
 
     # the saved run can be evaluated from its checkpoint alone
@@ -161,7 +161,9 @@ def test_wire_carries_exactly_the_cut_activations_and_gradients_of_training(tmp_
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--model.no_such_key=1"], "unrecognized arguments: --model.no_such_key=1"),
+        (["--model.roundz=1"], ("unknown config key(s) 'model.roundz'", "did you mean model.rounds", "--print_config")),
+        (["--model.federation.alpah=2"], ("'alpah'", "did you mean model.federation.alpha")),
+        (["--model.rounds=many"], ('"model.rounds"', "Got value: many")),
         (["--data.domains=[{name: mnist9k, clients: 2}]"], ("Unknown domain 'mnist9k'", "Known domains: digits", "register_domain")),
         (["--model.plan.source=uniform", "--model.plan.cut=[2,3,1,1]"], ("head + tail <= 4", "Valid (head, tail) pairs")),
         (["--data.domains=[{name: fashion_mnist, clients: 2, root: /nonexistent/fmnist}]"],
@@ -189,7 +191,17 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, monkeypatch, capsys, args: l
     err = capsys.readouterr().err
     for part in (message,) if isinstance(message, str) else message:  # the problem and, where given, the fix
         assert part in err, part
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "usage:" not in err  # one paragraph, not a listing of every option
+
+
+def test_an_unknown_key_in_a_config_file_names_the_close_keys(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "mine.yaml"
+    config.write_text("model:\n  roundz: 3\n  federation:\n    mode: fedavg\n")
+    with pytest.raises(SystemExit) as exit_:  # the parser's own exit, as for any argument error
+        main(["fit", "--config", TINY, "--config", str(config), "--trainer.logger=false"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown config key(s) 'model.roundz' (did you mean model.rounds" in err and "usage:" not in err
 
 
 def test_ga_plan_is_chosen_and_logged(tmp_path: Path, monkeypatch) -> None:
@@ -213,3 +225,19 @@ def test_evaluate_refuses_a_non_positive_sample_count(capsys) -> None:
         main(["evaluate", "--ckpt_path", "last.ckpt", "--samples", "0"])
     assert exit_.value.code == 2
     assert "--samples: must be a whole number >= 1, got 0" in capsys.readouterr().err
+
+
+def test_a_resumed_fit_gets_its_own_full_record_linked_to_the_run_it_continues(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--config", TINY, *QUIET, "--model.rounds=1"]) == 0
+    (checkpoint,) = tmp_path.glob("runs/*/*/checkpoints/last.ckpt")
+    assert main(["fit", "--config", TINY, *QUIET, "--model.rounds=2", f"--ckpt_path={checkpoint}"]) == 0
+    client = MlflowClient("sqlite:///mlflow.db")
+    first, resumed = sorted(client.search_runs([client.get_experiment_by_name("tests").experiment_id]),
+                            key=lambda run: run.info.start_time)
+    assert resumed.data.tags["resumed_from_run"] == first.info.run_id
+    assert resumed.data.tags["resumed_at_round"] == "2"
+    for run in (first, resumed):
+        assert run.data.tags["plan_source"] == "random" and "scenario" in run.data.tags
+        assert {"plan.json", "partition.csv", "cut_selection.json", "config.yaml"} <= set(_artifacts(client, run.info.run_id))
+    assert [m.step for m in client.get_metric_history(resumed.info.run_id, "wire/bytes_up")] == [2]

@@ -112,3 +112,19 @@ def test_clustering_features_are_the_last_real_batch_at_the_first_common_server_
 
     (round_clusters,) = clustering.taken
     torch.testing.assert_close(round_clusters.features, expected)
+
+
+def test_generate_leaves_every_block_in_the_mode_it_found_it() -> None:
+    """Generation runs in eval mode, then restores the mode of the whole network (the client's copies and the
+    shared server blocks), whichever it was: a user's model.eval() survives evaluation."""
+    model = HuSCFGAN(plan=PlanSpec(source="explicit", cuts=[[1, 1, 1, 1], [2, 2, 2, 2]]), rounds=1, local_epochs=1)
+    model.configure_clients(["digits", "digits"], [16, 16])
+    labels = torch.arange(4)
+    for training in (False, True):
+        model.train(training)
+        images = model.generate(1, labels)
+        assert images.shape == (4, 1, 28, 28)
+        assert {m.training for m in model.G.modules()} == {training}
+    model.eval()
+    z = torch.randn(4, model.z_dim)
+    torch.testing.assert_close(model.generate(0, labels, z), model.generate(0, labels, z))  # eval: BN running stats

@@ -16,6 +16,7 @@ def build_plan(
     shared_d_block: bool = True,
     z_dim: int | None = None,
     num_classes: int | None = None,
+    batch_size: int = 64,
 ) -> tuple[SplitPlan, dict]:
     """The plan for ``num_clients`` clients, and its report: the modeled iteration latency under the
     configured device profiles (``latency_s``, ``breakdown``, ``client_profiles``), plus the GA's
@@ -23,6 +24,7 @@ def build_plan(
 
     ``shared_d_block``: random and GA plans keep a D block that every client runs on the server
     (clustered aggregation needs it); explicit and uniform plans are taken as given.
+    ``batch_size``: the per-client training batch, at which the blocks are profiled.
     """
     from huscf_lightning.split.selection import plan_latency, select_cuts
 
@@ -40,6 +42,7 @@ def build_plan(
             shared_d_block=shared_d_block,
             z_dim=z_dim,
             num_classes=num_classes,
+            batch_size=batch_size,
         )
         return selection.plan, selection.to_dict()
     if spec.source == "uniform":
@@ -49,6 +52,14 @@ def build_plan(
     else:
         plan = SplitPlan.random(num_clients, g, d, seed, shared_block=shared_d_block)
     report = plan_latency(
-        plan, generator, discriminator, spec.profiles, spec.assignment, seed, z_dim=z_dim, num_classes=num_classes
+        plan,
+        generator,
+        discriminator,
+        spec.profiles,
+        spec.assignment,
+        seed,
+        batch_size=batch_size,
+        z_dim=z_dim,
+        num_classes=num_classes,
     )
     return plan, {"method": spec.source, **report}
