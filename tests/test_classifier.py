@@ -76,10 +76,20 @@ def test_changed_data_retrains(digits: DomainData, tmp_path, caplog) -> None:
     assert json.loads((tmp_path / "digits.json").read_text())["fingerprint"] != before
 
 
-def test_corrupt_cache_file_is_rebuilt_with_a_warning(digits: DomainData, tmp_path) -> None:
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda path: path.write_bytes(b"not a checkpoint"),
+        lambda path: torch.save(torch.zeros(3), path),  # a readable torch file that is no classifier entry
+        # the right fingerprint, but no weights
+        lambda path: torch.save({"fingerprint": json.loads(path.with_suffix(".json").read_text())["fingerprint"]}, path),
+    ],
+    ids=["garbage", "tensor", "partial"],
+)
+def test_corrupt_cache_file_is_rebuilt_with_a_warning(digits: DomainData, tmp_path, corrupt) -> None:
     _, accuracy = domain_classifier(digits, tmp_path, epochs=1)
-    (tmp_path / "digits.pt").write_bytes(b"not a checkpoint")
+    corrupt(tmp_path / "digits.pt")
     with pytest.warns(RuntimeWarning, match="unreadable"):
         _, rebuilt_accuracy = domain_classifier(digits, tmp_path, epochs=1)
     assert rebuilt_accuracy == accuracy  # same seed, same data: the same classifier again
-    torch.load(tmp_path / "digits.pt", weights_only=True)  # the file is whole again
+    assert isinstance(torch.load(tmp_path / "digits.pt", weights_only=True), dict)  # the file is whole again

@@ -170,7 +170,9 @@ def _atomic_write(path: Path, write) -> None:
             os.remove(tmp)
 
 
-_CORRUPT_CACHE_ERRORS = (OSError, RuntimeError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError)
+_CORRUPT_CACHE_ERRORS = (
+    OSError, RuntimeError, EOFError, pickle.UnpicklingError, KeyError, IndexError, TypeError, ValueError, AttributeError
+)
 
 
 def _load_cached(weights: Path, fingerprint: str) -> tuple[SmallCNN, float] | None:
@@ -179,6 +181,8 @@ def _load_cached(weights: Path, fingerprint: str) -> tuple[SmallCNN, float] | No
         return None
     try:
         entry = torch.load(weights, map_location="cpu", weights_only=True)
+        if not isinstance(entry, dict):
+            raise TypeError(f"it holds a {type(entry).__name__}, not a classifier entry")
         if entry["fingerprint"] != fingerprint:
             log.info("classifier cache %s is for other data or settings; retraining", weights)
             return None
