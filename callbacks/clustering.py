@@ -60,6 +60,10 @@ class ClusteringRound(pl.Callback):
         per_channel = features.flatten(2) if features.dim() > 2 else features.unsqueeze(1)
         self.latest = RoundClusters(r, result.labels, per_channel)
         record = {"round": r, "k": result.k, "ari": ari, "clusters": result.labels.tolist(), "domains": pl_module.client_domains}
+        if result.silhouette is not None:
+            record["silhouette"] = result.silhouette
+        if result.silhouette_by_k:  # k: auto, the score of every k it tried
+            record["silhouette_by_k"] = {str(k): v for k, v in result.silhouette_by_k.items()}
         self.history.append(record)
         log.info("round %d: k=%d clusters %s (ARI %.3f against the domains)", r, result.k, record["clusters"], ari)
         log_round_metrics(trainer, {"cluster/ari": ari, "cluster/k": result.k}, r)

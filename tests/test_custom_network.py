@@ -9,7 +9,7 @@ from lightning.pytorch.utilities.combined_loader import CombinedLoader
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from huscf_lightning.callbacks import FederatedAggregation
+from huscf_lightning.callbacks import ClusteringRound, FederatedAggregation
 from huscf_lightning.config import ConfigError, EvaluationSpec, FederationSpec, PlanSpec
 from huscf_lightning.data import DomainSpec, HuSCFDataModule
 from huscf_lightning.exchange import Wire
@@ -63,7 +63,7 @@ def test_a_user_network_trains_and_aggregates_through_hu_scf_gan(tmp_path, batch
         discriminator=MLPDiscriminator(),
         z_dim=16,
         plan=PlanSpec(source="random"),
-        federation=FederationSpec(mode="kld_clustered", warmup_rounds=1),
+        federation=FederationSpec(mode="kld_clustered", warmup_rounds=1, k="auto"),
         evaluation=EvaluationSpec(metrics=[], utility_samples=0, sample_grids=False),
         rounds=2,
         local_epochs=1,
@@ -78,6 +78,10 @@ def test_a_user_network_trains_and_aggregates_through_hu_scf_gan(tmp_path, batch
     (aggregation,) = [c for c in trainer.callbacks if isinstance(c, FederatedAggregation)]
     assert [r["mode"] for r in aggregation.history] == ["fedavg", "kld_clustered"]  # one warm-up round
     groups = aggregation.history[-1]["groups"]
+    (clustering,) = [c for c in trainer.callbacks if isinstance(c, ClusteringRound)]
+    assert sorted(clustering.history[-1]["silhouette_by_k"]) == ["2", "3"]  # k: auto logs every k it tried
+    scores = aggregation.history[-1]["kld_scores"]  # logged with the weights they gave
+    assert len(scores["cluster"]) == len(scores["global"]) == 4 and min(scores["global"]) >= 0
     for net in (model.G, model.D):
         for i in range(model.num_clients):
             for j in range(model.num_clients):

@@ -148,7 +148,10 @@ def test_build_kld_clustered():
         atol=1e-12,
     )
     assert bundle.server_matrix[0].tolist() == pytest.approx([0.14280, 0.30912, 0.48258, 0.06551], abs=1e-5)
-    assert json.loads(json.dumps(bundle.as_dict()))["client_groups"] == [0, 0, 0, 1]
+    record = json.loads(json.dumps(bundle.as_dict()))
+    assert record["client_groups"] == [0, 0, 0, 1]
+    assert record["cluster_scores"] == pytest.approx([*cluster_scores, 0.0], abs=1e-12)  # the scores behind the weights
+    assert record["global_scores"] == pytest.approx(global_scores, abs=1e-12)
 
 
 def test_bad_input_is_a_clear_error():

@@ -77,11 +77,15 @@ class AggregationWeights:
     ``client_groups`` (K,) long: the group whose average client i loads into its own blocks.
     ``client_matrix`` (G, K): row g averages the copies the members of group g use.
     ``server_matrix`` (1, K): averages all clients' copies for the server's shared blocks.
+    ``cluster_scores``/``global_scores`` (K,): the KLD scores the weights came from (kld_clustered only),
+    kept so a run can log why a client weighed what it did.
     """
 
     client_groups: Tensor
     client_matrix: Tensor
     server_matrix: Tensor
+    cluster_scores: Tensor | None = None
+    global_scores: Tensor | None = None
 
     def __post_init__(self) -> None:
         num_clients = self.client_groups.numel()
@@ -108,12 +112,16 @@ class AggregationWeights:
         return self.client_matrix.shape[0]
 
     def as_dict(self) -> dict[str, list]:
-        """Plain lists, for logging as a JSON artifact."""
-        return {
+        """Plain lists, for logging as a JSON artifact (the KLD scores when there are any)."""
+        record = {
             "client_groups": self.client_groups.tolist(),
             "client_matrix": self.client_matrix.tolist(),
             "server_matrix": self.server_matrix.tolist(),
         }
+        if self.cluster_scores is not None and self.global_scores is not None:
+            record["cluster_scores"] = self.cluster_scores.tolist()
+            record["global_scores"] = self.global_scores.tolist()
+        return record
 
 
 def build_weights(
@@ -170,6 +178,8 @@ def build_weights(
         clusters,
         group_weights(sizes, cluster_scores, clusters, alpha),
         group_weights(sizes, global_scores, everyone, alpha),
+        cluster_scores,
+        global_scores,
     )
 
 
