@@ -136,8 +136,9 @@ class SweepSpec:
     """What to sweep: the study, its objectives, fixed fit overrides and the search space.
 
     ``base_config`` is a fit config layered on the packaged default; ``fixed`` and the searched
-    keys are dotted fit config keys (``model.federation.k``) layered on top. ``sampler`` and
-    ``pruner`` are keyword arguments of Optuna's NSGAIISampler/TPESampler and MedianPruner.
+    keys are dotted fit config keys (``model.federation.k``) layered on top. ``sampler`` holds
+    keyword arguments of Optuna's NSGAIISampler/TPESampler; ``pruner`` those of the Optuna pruner
+    its ``type`` names (MedianPruner by default).
     ``tracking_uri``/``experiment_name`` default to the fit config's MLFlowLogger settings.
     """
 
@@ -190,16 +191,24 @@ class SweepSpec:
             raise SweepError(f"sampler settings {dict(self.sampler)} do not fit {sampler.__name__}: {err}.") from err
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
-        """Median pruning on the per-round metric (single objective only); by default from round 2 on."""
+        """Pruning on the per-round metric (single objective only): ``pruner.type`` names an Optuna pruner
+        (default MedianPruner, from round 2 on after 2 trials); the other keys are its arguments."""
         if self.pruning_monitor is None:
             if self.pruner:
                 raise SweepError("pruner settings apply only to a single fid or score objective; remove them.")
             return optuna.pruners.NopPruner()
-        settings = {"n_startup_trials": 2, "n_warmup_steps": 2, **self.pruner}
+        settings = dict(self.pruner)
+        name = settings.pop("type", "MedianPruner")
+        pruner = getattr(optuna.pruners, str(name), None)
+        if not (isinstance(pruner, type) and issubclass(pruner, optuna.pruners.BasePruner)):
+            known = [n for n in dir(optuna.pruners) if n.endswith("Pruner") and n != "BasePruner"]
+            raise SweepError(f"pruner type {name!r} is not an Optuna pruner; choose one of {known}.")
+        if pruner is optuna.pruners.MedianPruner:
+            settings = {"n_startup_trials": 2, "n_warmup_steps": 2, **settings}
         try:
-            return optuna.pruners.MedianPruner(**settings)
+            return pruner(**settings)
         except (TypeError, ValueError) as err:
-            raise SweepError(f"pruner settings {dict(self.pruner)} do not fit MedianPruner: {err}.") from err
+            raise SweepError(f"pruner settings {dict(self.pruner)} do not fit {pruner.__name__}: {err}.") from err
 
     def to_dict(self) -> dict:
         return {

@@ -190,6 +190,37 @@ def test_single_objective_reports_each_round_score_to_optuna(
     assert trial.values[0] == pytest.approx(max(history, key=lambda m: m.step).value)
 
 
+def test_a_pruned_trial_is_pruned_in_optuna_and_killed_in_mlflow_and_the_study_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, base_config: str
+) -> None:
+    """A threshold no generation score can reach (it is at most 10) prunes every trial at its first round."""
+    monkeypatch.chdir(tmp_path)
+    storage, tracking = _stores(tmp_path)
+    config = _spec_file(
+        tmp_path, base_config, objectives=["score"], n_trials=2,
+        pruner={"type": "ThresholdPruner", "lower": 11.0},
+        search_space={"model.lr_g": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True}},
+    )
+    assert _run(config, study_name="pruning") == 0
+    trials = optuna.load_study(study_name="pruning", storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.PRUNED]
+    assert all(sorted(t.intermediate_values) == [1] for t in trials)  # stopped after round 1 of 2
+    client = MlflowClient(tracking)
+    for trial in trials:
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.info.status == "KILLED" and run.data.tags["sweep.state"] == "PRUNED"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/score_mean")] == [1]
+    (parent,) = [r for r in _runs(client) if MLFLOW_PARENT_RUN_ID not in r.data.tags]
+    assert parent.data.metrics["sweep/pruned_trials"] == 2
+
+
+def test_an_unknown_pruner_type_is_a_clear_error() -> None:
+    with pytest.raises(SweepError, match="'Median' is not an Optuna pruner; choose one of .*'MedianPruner'"):
+        sweep_from_mapping({"study_name": "s", "objectives": ["score"], "pruner": {"type": "Median"}})
+    with pytest.raises(SweepError, match="do not fit ThresholdPruner"):
+        sweep_from_mapping({"study_name": "s", "objectives": ["score"], "pruner": {"type": "ThresholdPruner", "low": 1}})
+
+
 @pytest.mark.parametrize(
     ("entries", "message"),
     [
