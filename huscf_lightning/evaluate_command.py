@@ -1,4 +1,4 @@
-"""``evaluate``: the utility test (and generation scores) of a saved run, from its checkpoint alone."""
+"""``evaluate``: the utility test of a saved run (generated data trains a CNN, tested on real data), from its checkpoint alone."""
 
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ from typing import Any
 import lightning.pytorch as pl
 import optuna
 import yaml
+from jsonargparse import Namespace
 from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
@@ -328,7 +329,7 @@ class FitConfig:
                 merged[key] = {**value, **subkeys}
         return [f"--{path}={format_value(value)}" for path, value in merged.items()]
 
-    def parse(self, overrides: Mapping[str, Any], where: str):
+    def parse(self, overrides: Mapping[str, Any], where: str) -> Namespace:
         """The resolved config with these overrides; a clear error when the fit parser rejects a value."""
         try:
             config = self.parser.parse_args([*self.base_args, *self.arguments(overrides)])

@@ -12,6 +12,7 @@ import copy
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch_fidelity
@@ -59,7 +60,9 @@ class ClassifierFeatureExtractor(FeatureExtractorBase):
     ``calculate_metrics``; the classifier travels in as ``huscf_classifier``.
     """
 
-    def __init__(self, name: str, features_list: list[str], huscf_classifier: SmallCNN | None = None, **kwargs):
+    def __init__(
+        self, name: str, features_list: list[str], huscf_classifier: SmallCNN | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(name, features_list)
         if huscf_classifier is None:
             raise FidelityInputError(

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
+from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -291,7 +292,6 @@ def run_ga(
     return GaResult(best, best_score, evolved_score, generation, stopped_early, tuple(history), wall)
 
 
-def _progress_bar(total: int):
-    from tqdm.auto import tqdm
+def _progress_bar(total: int) -> tqdm:
 
     return tqdm(total=total, desc="GA", unit="gen")
