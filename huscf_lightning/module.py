@@ -97,6 +97,7 @@ class HuSCFGAN(pl.LightningModule):
         self._feature_block: int | None = None
         self._loss_weights: dict[tuple, Tensor] = {}
         self.resumed_from_run: str | None = None
+        self._g_params: list[Tensor] | None = None
 
     # ----------------------------------------------------------------- clients and networks
     @property
@@ -266,7 +267,9 @@ class HuSCFGAN(pl.LightningModule):
         fakes = self.G(list(noise.split(sizes)), labels)
 
         capture = self._features_wanted and self.trainer.is_last_batch and self.is_round_end(self.trainer)
-        self.toggle_optimizer(opt_d)
+        # No toggle_optimizer (a Python loop over every client's parameters, twice per step): the D loss
+        # reaches no G parameter (the fakes are detached), and the G backward is restricted to G's
+        # parameters with `inputs`, so autograd skips D's weight gradients as a toggle would.
         d_fake = self.D([f.detach() for f in fakes], labels)
         self.D.tap_block = self._feature_block if capture else None
         d_real = self.D(reals, labels)
@@ -278,17 +281,20 @@ class HuSCFGAN(pl.LightningModule):
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss_d)
         opt_d.step()
-        self.untoggle_optimizer(opt_d)
 
-        self.toggle_optimizer(opt_g)
         loss_g = _client_bce(self.D(fakes, labels), 1.0, weights)
         opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(loss_g)
+        self.manual_backward(loss_g, inputs=self._generator_parameters())
         opt_g.step()
-        self.untoggle_optimizer(opt_g)
 
         k = len(sizes)
         self.log_dict({"train/loss_d": loss_d.detach() / k, "train/loss_g": loss_g.detach() / k}, prog_bar=True)
+
+    def _generator_parameters(self) -> list[Tensor]:
+        """Every G parameter (client copies and server blocks), listed once and reused every step."""
+        if self._g_params is None:
+            self._g_params = [p for p in self.G.parameters() if p.requires_grad]
+        return self._g_params
 
     def _sample_weights(self, sizes: list[int]) -> Tensor:
         """1 / n_i for each of client i's samples, made once per batch-size pattern and device (no
