@@ -226,3 +226,24 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
         HuSCFDataModule([DomainSpec("digits", 1000)], cap="none").setup()
     with pytest.raises(RuntimeError, match="call datamodule.setup"):
         _ = HuSCFDataModule([DomainSpec("digits", 2)]).client_sizes
+
+
+def test_the_paper_settings_layer_under_a_scenario(capsys: pytest.CaptureFixture) -> None:
+    """configs/paper.yaml + a scenario file = the paper's run: its model settings and the scenario's data."""
+    from huscf_lightning.cli import run_cli
+
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(["fit", "--config", str(SCENARIOS.parent / "paper.yaml"), "--config", str(SCENARIOS / "scenario6.yaml"),
+                 "--print_config"])
+    assert exit_.value.code == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    model, data = config["model"], config["data"]
+    assert (model["rounds"], model["local_epochs"]) == (50, 5)
+    assert model["plan"]["source"] == "ga" and model["federation"]["mode"] == "kld_clustered"
+    assert model["federation"]["warmup_rounds"] == 2 and model["federation"]["alpha"] == 1.0
+    evaluation = model["evaluation"]
+    assert (evaluation["num_samples"], evaluation["utility_samples"], evaluation["utility_epochs"]) == (5000, 30000, 15)
+    assert (data["batch_size"], data["cap"], data["scenario"]) == (64, "paper", "scenario6")
+    assert [(d["name"], d["clients"]) for d in data["domains"]] == [
+        ("mnist", 20), ("fashion_mnist", 20), ("kmnist", 20), ("notmnist", 20)
+    ]
