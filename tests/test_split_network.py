@@ -52,15 +52,16 @@ def test_single_client_split_equals_unsplit_forward_and_gradients(name: str, tra
             torch.testing.assert_close(x_split.grad, x_ref.grad)
 
 
-def test_mixed_cuts_run_each_server_block_once_over_the_concatenated_batch() -> None:
-    template = ReferenceDiscriminator()
+@pytest.mark.parametrize("name", ["G", "D"])
+def test_mixed_cuts_run_each_server_block_once_over_the_concatenated_batch(name: str) -> None:
+    template = _template(name)
     cuts = [(1, 1), (2, 2), (1, 3), (2, 1), (3, 1)]
-    split = SplitNetwork(template, cuts, "D", Wire())
+    split = SplitNetwork(template, cuts, name, Wire())
     calls: dict[int, list[int]] = {}
     for j, block in split.server_blocks.items():
         block.register_forward_hook(lambda m, inp, out, j=int(j): calls.setdefault(j, []).append(inp[0].shape[0]))
     sizes = [3, 4, 5, 6, 7]
-    xs, ys = zip(*(_inputs("D", n) for n in sizes))
+    xs, ys = zip(*(_inputs(name, n) for n in sizes))
     split.eval()
     outs = split(list(xs), list(ys))
     for j in range(template.num_blocks):
@@ -73,6 +74,32 @@ def test_mixed_cuts_run_each_server_block_once_over_the_concatenated_batch() -> 
     for i in range(len(cuts)):
         torch.testing.assert_close(outs[i], split.client_path(i)(xs[i], ys[i]))
         torch.testing.assert_close(outs[i], template(xs[i], ys[i]))
+
+
+@pytest.mark.parametrize("name", ["G", "D"])
+def test_mixed_cuts_route_each_clients_gradient_to_the_copies_it_used(name: str) -> None:
+    """A shared server block's gradient is the sum of its members' gradients; a client's own copy gets only its own."""
+    template = _template(name).double().eval()  # float64: sums in another order agree to rounding
+    cuts = [(1, 1), (2, 2), (1, 3), (2, 1), (3, 1)]
+    split = SplitNetwork(template, cuts, name, Wire()).eval()
+    sizes = [3, 4, 5, 6, 7]
+    xs, ys = zip(*((x.double(), y) for x, y in (_inputs(name, n) for n in sizes)))
+    outs = split(list(xs), list(ys))
+    upstreams = [torch.randn_like(out) for out in outs]
+    sum((out * u).sum() for out, u in zip(outs, upstreams)).backward()
+    own = []  # per client: the gradient of every parameter of the unsplit network, from that client alone
+    for x, y, u in zip(xs, ys, upstreams):
+        template.zero_grad()
+        (template(x, y) * u).sum().backward()
+        own.append([[p.grad.clone() for p in block.parameters()] for block in template.blocks])
+    for j in range(template.num_blocks):
+        if str(j) in split.server_blocks:
+            members = split.server_members[j]
+            for k, p in enumerate(split.server_blocks[str(j)].parameters()):
+                torch.testing.assert_close(p.grad, sum(own[i][j][k] for i in members), msg=f"server block {j}")
+        for i in split.local_members[j]:
+            for k, p in enumerate(split.client_blocks[i][str(j)].parameters()):
+                torch.testing.assert_close(p.grad, own[i][j][k], msg=f"client {i} block {j}")
 
 
 def test_inactive_clients_are_skipped() -> None:
