@@ -31,7 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exact", action="store_true", help="exact optimum (enumeration or MILP) instead of the GA")
     parser.add_argument("--generations", type=int, default=None, help="GA generations (default 1000)")
     parser.add_argument("--population", type=int, default=None, help="GA population (default 1000)")
-    parser.add_argument("--progress", action="store_true", help="show a GA progress bar on stderr")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a GA progress bar (one tick a generation) on stderr; default: when stderr is a terminal",
+    )
     parser.add_argument(
         "--shared-d-block",
         action="store_true",
@@ -81,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         ga=ga,
         batch_size=args.batch_size,
         exact=args.exact,
-        progress_bar=args.progress,
+        progress_bar=sys.stderr.isatty() if args.progress is None else args.progress,
         shared_d_block=args.shared_d_block,
     )
     if args.json:

@@ -118,10 +118,12 @@ class HuSCFGAN(pl.LightningModule):
         client_sizes: Sequence[int],
         plan: SplitPlan | None = None,
         batch_size: int = 64,
+        progress_bar: bool = True,
     ) -> None:
         """Build the plan and the split networks for these clients (idempotent for the same clients).
 
         ``batch_size`` is the per-client training batch: the latency model profiles the blocks at it.
+        ``progress_bar``: a GA plan shows its progress per generation.
         """
         if self.G is not None:
             if list(client_domains) != self.client_domains or list(client_sizes) != self.client_sizes:
@@ -145,6 +147,7 @@ class HuSCFGAN(pl.LightningModule):
                 z_dim=self.z_dim,
                 num_classes=self.num_classes,
                 batch_size=batch_size,
+                progress_bar=progress_bar,
             )
         self.plan = plan
         self.G = SplitNetwork(self.generator_template, plan.head_tails("G"), "G", self.wire, self.batch_clients)
@@ -190,7 +193,12 @@ class HuSCFGAN(pl.LightningModule):
                 f"The data has {datamodule.num_classes} classes but the model is built for num_classes="
                 f"{self.num_classes}; set --model.num_classes={datamodule.num_classes}."
             )
-        self.configure_clients(datamodule.client_domains, datamodule.client_sizes, batch_size=datamodule.batch_size)
+        self.configure_clients(
+            datamodule.client_domains,
+            datamodule.client_sizes,
+            batch_size=datamodule.batch_size,
+            progress_bar=self.trainer.progress_bar_callback is not None,  # the Trainer's progress-bar setting
+        )
 
     def on_fit_start(self) -> None:
         """Refuse a Trainer length that is not this model's rounds: a partial round would never be aggregated."""

@@ -61,3 +61,14 @@ def test_exact_is_never_worse_than_the_ga_and_matches_it_here(capsys: pytest.Cap
 def test_explicit_assignment_shorter_than_the_clients_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ProfileError, match="2 entries but there are 9 clients"):
         _run(capsys, [*SMALL, "--assignment", "d1,d2"])
+
+
+def test_progress_bar_ticks_once_a_generation_on_stderr_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert run(parser.parse_args([*SMALL, "--progress"])) == 0
+    assert "GA:" in capsys.readouterr().err
+    assert run(parser.parse_args([*SMALL, "--no-progress"])) == 0
+    assert "GA:" not in capsys.readouterr().err
+    assert run(parser.parse_args(SMALL)) == 0  # default: a bar only on a terminal, and pytest's stderr is none
+    assert "GA:" not in capsys.readouterr().err

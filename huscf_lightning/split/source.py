@@ -17,6 +17,7 @@ def build_plan(
     z_dim: int | None = None,
     num_classes: int | None = None,
     batch_size: int = 64,
+    progress_bar: bool = True,
 ) -> tuple[SplitPlan, dict]:
     """The plan for ``num_clients`` clients, and its report: the modeled iteration latency under the
     configured device profiles (``latency_s``, ``breakdown``, ``client_profiles``), plus the GA's
@@ -24,7 +25,8 @@ def build_plan(
 
     ``shared_d_block``: random and GA plans keep a D block that every client runs on the server
     (clustered aggregation needs it); explicit and uniform plans are taken as given.
-    ``batch_size``: the per-client training batch, at which the blocks are profiled.
+    ``batch_size``: the per-client training batch, at which the blocks are profiled. ``progress_bar``:
+    the GA shows one (a tick a generation) on stderr.
     """
     from huscf_lightning.split.selection import plan_latency, select_cuts
 
@@ -38,7 +40,7 @@ def build_plan(
             assignment=spec.assignment,
             seed=seed,
             ga=spec.ga,
-            progress_bar=True,
+            progress_bar=progress_bar,
             shared_d_block=shared_d_block,
             z_dim=z_dim,
             num_classes=num_classes,
