@@ -3,7 +3,7 @@
 A tensor is identified by (block index, name inside the block), so it lines up whether the
 block lives on a client or on the server. For every such key the state each client *uses*
 (its own copy if the block is local to it, else the server's) is stacked on a leading client
-axis; averaging is then one einsum per tensor (`averaging.average_stacked`), and the results go
+axis; averaging is then one einsum per tensor (`averaging.average_states`), and the results go
 back with one fused copy per network.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from huscf_lightning.federation.averaging import average_stacked
+from huscf_lightning.federation.averaging import average_states
 from huscf_lightning.federation.weights import AggregationWeights
 from huscf_lightning.split.network import SplitNetwork
 
@@ -38,22 +38,26 @@ def aggregate_network(net: SplitNetwork, weights: AggregationWeights) -> None:
     """Load every client's local blocks with its group's average and the server's with the global one."""
     stacked = stacked_states(net)
     groups = weights.client_groups.tolist()
-    client_matrix = weights.client_matrix.to(net_device(net))
-    server_matrix = weights.server_matrix.to(net_device(net))
     local_tensors = [{str(j): _tensors(m) for j, m in blocks.items()} for blocks in net.client_blocks]
     server_tensors = {j: _tensors(m) for j, m in net.server_blocks.items()}
+    owners = {
+        key: [i for i in range(net.num_clients) if key.split(".", 1)[0] in local_tensors[i]] for key in stacked
+    }
+    # One call per matrix: the weights are checked once, then one einsum per tensor.
+    client_avgs = average_states({k: v for k, v in stacked.items() if owners[k]}, weights.client_matrix.to(net_device(net)))
+    server_avgs = average_states(
+        {k: v for k, v in stacked.items() if k.split(".", 1)[0] in server_tensors}, weights.server_matrix.to(net_device(net))
+    )
     dst: list[Tensor] = []
     src: list[Tensor] = []
-    for key, values in stacked.items():
+    for key, averaged in client_avgs.items():
         block, name = key.split(".", 1)
-        owners = [i for i in range(net.num_clients) if block in local_tensors[i]]
-        if owners:
-            averaged = average_stacked(values, client_matrix)
-            dst.extend(local_tensors[i][block][name] for i in owners)
-            src.extend(averaged[groups[i]] for i in owners)
-        if block in server_tensors:
-            dst.append(server_tensors[block][name])
-            src.append(average_stacked(values, server_matrix)[0])
+        dst.extend(local_tensors[i][block][name] for i in owners[key])
+        src.extend(averaged[groups[i]] for i in owners[key])
+    for key, averaged in server_avgs.items():
+        block, name = key.split(".", 1)
+        dst.append(server_tensors[block][name])
+        src.append(averaged[0])
     # One fused multi-tensor copy (the kernel PyTorch's own optimisers use) instead of a loop.
     torch._foreach_copy_(dst, src)
 
