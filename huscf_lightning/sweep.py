@@ -63,7 +63,12 @@ class TrialError(RuntimeError):
 # ----------------------------------------------------------------------------------- the spec
 @dataclass(frozen=True)
 class Parameter:
-    """One searched fit config key: an int or float range, or categorical choices."""
+    """One searched fit config key: an int or float range, or categorical choices.
+
+    ``when`` makes it conditional: ``{model.plan.source: ga}`` samples it only in trials where that
+    key (fixed, or another searched parameter, which is then sampled first) has that value (or one
+    of a list of values), so a trial's params hold only what it used.
+    """
 
     path: str
     kind: str
@@ -72,6 +77,7 @@ class Parameter:
     step: float | None = None
     log: bool = False
     choices: tuple = ()
+    when: tuple[tuple[str, tuple], ...] = ()
 
     @classmethod
     def from_mapping(cls, path: str, entry: object) -> Parameter:
@@ -82,10 +88,11 @@ class Parameter:
                 f"{{type: int, low: 1, high: 4}} or {{type: categorical, choices: [random, ga]}}; got {entry!r}."
             )
         kind = entry["type"]
-        allowed = {"type", "choices"} if kind == "categorical" else {"type", "low", "high", "step", "log"}
+        allowed = {"type", "choices", "when"} if kind == "categorical" else {"type", "low", "high", "step", "log", "when"}
         unknown = sorted(set(entry) - allowed)
         if unknown:
             raise SweepError(f"{where} has unknown key(s) {unknown}; a {kind} parameter takes {sorted(allowed)}.")
+        when = _conditions(entry.get("when") or {}, where)
         if kind == "categorical":
             choices = entry.get("choices")
             if not isinstance(choices, list) or not choices:
@@ -96,7 +103,7 @@ class Parameter:
                     f"{where} has choices {bad} that are not scalars; Optuna stores only null, bool, int, float "
                     f"or str choices. Write list or dict values as YAML text, e.g. \"[1, 1, 2, 2]\"."
                 )
-            return cls(path, kind, choices=tuple(choices))
+            return cls(path, kind, choices=tuple(choices), when=when)
         if "low" not in entry or "high" not in entry or not entry["low"] <= entry["high"]:
             raise SweepError(
                 f"{where} needs numbers low <= high; got low={entry.get('low')!r}, high={entry.get('high')!r}."
@@ -111,7 +118,11 @@ class Parameter:
         if entry.get("log") and entry.get("step") is not None:
             raise SweepError(f"{where} sets both log: true and a step; Optuna samples a log range without steps.")
         step = None if entry.get("step") is None else number(entry["step"])
-        return cls(path, kind, number(entry["low"]), number(entry["high"]), step, bool(entry.get("log", False)))
+        return cls(path, kind, number(entry["low"]), number(entry["high"]), step, bool(entry.get("log", False)), when=when)
+
+    def applies(self, values: Mapping[str, Any]) -> bool:
+        """Whether a trial with these fixed and already sampled values samples this parameter."""
+        return all(path in values and values[path] in allowed for path, allowed in self.when)
 
     def suggest(self, trial: optuna.Trial) -> Any:
         """The trial's value for this key."""
@@ -127,9 +138,44 @@ class Parameter:
 
     def to_dict(self) -> dict:
         if self.kind == "categorical":
-            return {"type": self.kind, "choices": list(self.choices)}
-        entry = {"type": self.kind, "low": self.low, "high": self.high, "log": self.log}
-        return entry if self.step is None else {**entry, "step": self.step}
+            entry = {"type": self.kind, "choices": list(self.choices)}
+        else:
+            entry = {"type": self.kind, "low": self.low, "high": self.high, "log": self.log}
+            entry = entry if self.step is None else {**entry, "step": self.step}
+        return {**entry, "when": {path: list(allowed) for path, allowed in self.when}} if self.when else entry
+
+
+def _sampling_order(space: Sequence[Parameter], fixed: Mapping[str, Any]) -> tuple[Parameter, ...]:
+    """The parameters in an order where every ``when:`` key is fixed or sampled before it; checks the conditions."""
+    searched = {p.path: p for p in space}
+    for parameter in space:
+        where = f"search_space[{parameter.path!r}] has when:"
+        unknown = [path for path, _ in parameter.when if path not in fixed and path not in searched]
+        if unknown or parameter.path in dict(parameter.when):
+            raise SweepError(
+                f"{where} on {unknown or [parameter.path]}; condition only on fixed keys or on other searched parameters."
+            )
+        for path, allowed in parameter.when:
+            source = searched.get(path)
+            never = [v for v in allowed if source is not None and source.kind == "categorical" and v not in source.choices]
+            if never:
+                raise SweepError(f"{where} {path} in {never}, which is not among its choices {list(source.choices)}.")
+    ordered: list[Parameter] = []
+    waiting = list(space)
+    while waiting:
+        ready = [p for p in waiting if all(path in fixed or path in {o.path for o in ordered} for path, _ in p.when)]
+        if not ready:
+            raise SweepError(f"The when: conditions of {[p.path for p in waiting]} depend on each other in a circle.")
+        ordered.extend(ready)
+        waiting = [p for p in waiting if p not in ready]
+    return tuple(ordered)
+
+
+def _conditions(when: object, where: str) -> tuple[tuple[str, tuple], ...]:
+    """``when:`` as (key, allowed values) pairs; a single value allows just itself."""
+    if not isinstance(when, Mapping):
+        raise SweepError(f"{where}: when must map fit keys to a value or a list of values, e.g. {{model.plan.source: ga}}.")
+    return tuple((str(path), tuple(v if isinstance(v, list) else [v])) for path, v in when.items())
 
 
 @dataclass(frozen=True)
@@ -169,6 +215,7 @@ class SweepSpec:
         both = sorted(set(self.fixed) & {p.path for p in self.search_space})
         if both:
             raise SweepError(f"{both} are both fixed and searched; keep each key in one of fixed or search_space.")
+        object.__setattr__(self, "search_space", _sampling_order(self.search_space, self.fixed))
         self.make_sampler()
         self.make_pruner()
 
@@ -450,7 +497,10 @@ class _Trials:
     parent_run_id: str
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
-        sampled = {p.path: p.suggest(trial) for p in self.spec.search_space}
+        sampled: dict[str, Any] = {}
+        for parameter in self.spec.search_space:
+            if parameter.applies({**self.spec.fixed, **sampled}):
+                sampled[parameter.path] = parameter.suggest(trial)
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"{self.spec.study_name}-trial-{trial.number}",

@@ -101,7 +101,7 @@ def test_two_trial_sweep_lands_in_optuna_and_as_nested_mlflow_runs(
         search_space={
             "model.federation.alpha": {"type": "float", "low": 0.1, "high": 5.0, "log": True},
             "model.plan.source": {"type": "categorical", "choices": ["random", "ga"]},
-            "model.plan.ga.generations": {"type": "int", "low": 2, "high": 4},
+            "model.plan.ga.generations": {"type": "int", "low": 2, "high": 4, "when": {"model.plan.source": "ga"}},
         },
     )
     assert _run(config) == 0
@@ -135,8 +135,11 @@ def test_two_trial_sweep_lands_in_optuna_and_as_nested_mlflow_runs(
         assert list(trial.values) == [pytest.approx(metrics["objective/fid"]), pytest.approx(metrics["objective/latency"])]
         # the latency objective is the modeled latency of the plan the run logged
         plan = SplitPlan.from_json(Path(client.download_artifacts(child.info.run_id, "plan.json", str(tmp_path))).read_text())
-        expected = plan_latency(plan, ReferenceGenerator(), ReferenceDiscriminator(), seed=0)["latency_s"]
+        expected = plan_latency(plan, ReferenceGenerator(), ReferenceDiscriminator(), seed=0, batch_size=8)["latency_s"]
         assert metrics["objective/latency"] == pytest.approx(metrics["plan/latency_s"]) == pytest.approx(expected)
+        # the GA's settings are sampled (and logged) only in the trial that uses the GA
+        assert ("model.plan.ga.generations" in trial.params) == (trial.params["model.plan.source"] == "ga")
+        assert ("model.plan.ga.generations" in child.data.params) == (trial.params["model.plan.source"] == "ga")
         if trial.params["model.plan.source"] == "ga":
             assert child.data.params["plan/ga/population"] == "12"
 
@@ -234,6 +237,12 @@ def test_an_unknown_pruner_type_is_a_clear_error() -> None:
         ({"storage": "nodb://x"}, "Cannot open the Optuna storage"),
         ({"search_space": {"model.rounds": {"type": "int", "low": 3, "high": 1}}}, "low <= high"),
         ({"search_space": {"model.plan.ga.population": {"type": "int", "low": 5, "high": 50}}}, "elite must be in [0, population)"),
+        ({"search_space": {"model.plan.cut": {"type": "categorical", "choices": ["[1, 1, 1, 1]"],
+                                              "when": {"model.plan.sorce": "uniform"}}}},
+         "condition only on fixed keys or on other searched parameters"),
+        ({"search_space": {"model.plan.source": {"type": "categorical", "choices": ["random", "ga"]},
+                           "model.plan.ga.generations": {"type": "int", "low": 2, "high": 4, "when": {"model.plan.source": "GA"}}}},
+         "model.plan.source in ['GA'], which is not among its choices"),
     ],
 )
 def test_a_bad_spec_is_a_clear_error_before_any_trial(
