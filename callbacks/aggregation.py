@@ -56,8 +56,9 @@ class FederatedAggregation(pl.Callback):
             "client_weights": [float(weights.client_matrix[g, i]) for i, g in enumerate(groups)],
             "server_weights": weights.server_matrix[0].tolist(),
         }
-        if weights.cluster_scores is not None:
-            record["kld_scores"] = {"cluster": weights.cluster_scores.tolist(), "global": weights.global_scores.tolist()}
+        if weights.cluster_scores is not None:  # kld_clustered: the scores behind the weights, named as in as_dict
+            record["cluster_scores"] = weights.cluster_scores.tolist()
+            record["global_scores"] = weights.global_scores.tolist()
         self.history.append(record)
         log_json(trainer, record, f"round_{r:03d}.json", "weights")
 

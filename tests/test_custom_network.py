@@ -80,8 +80,8 @@ def test_a_user_network_trains_and_aggregates_through_hu_scf_gan(tmp_path, batch
     groups = aggregation.history[-1]["groups"]
     (clustering,) = [c for c in trainer.callbacks if isinstance(c, ClusteringRound)]
     assert sorted(clustering.history[-1]["silhouette_by_k"]) == ["2", "3"]  # k: auto logs every k it tried
-    scores = aggregation.history[-1]["kld_scores"]  # logged with the weights they gave
-    assert len(scores["cluster"]) == len(scores["global"]) == 4 and min(scores["global"]) >= 0
+    last = aggregation.history[-1]  # the KLD scores are logged with the weights they gave
+    assert len(last["cluster_scores"]) == len(last["global_scores"]) == 4 and min(last["global_scores"]) >= 0
     for net in (model.G, model.D):
         for i in range(model.num_clients):
             for j in range(model.num_clients):
