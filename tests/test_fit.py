@@ -229,10 +229,12 @@ def test_evaluate_refuses_a_non_positive_sample_count(capsys) -> None:
 
 def test_a_resumed_fit_gets_its_own_full_record_linked_to_the_run_it_continues(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert main(["fit", "--config", TINY, *QUIET, "--model.rounds=1"]) == 0
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"  # absolute: MLflow caches a store by its URI across tests
+    tracked = [*QUIET, f"--trainer.logger.init_args.tracking_uri={store}"]
+    assert main(["fit", "--config", TINY, *tracked, "--model.rounds=1"]) == 0
     (checkpoint,) = tmp_path.glob("runs/*/*/checkpoints/last.ckpt")
-    assert main(["fit", "--config", TINY, *QUIET, "--model.rounds=2", f"--ckpt_path={checkpoint}"]) == 0
-    client = MlflowClient("sqlite:///mlflow.db")
+    assert main(["fit", "--config", TINY, *tracked, "--model.rounds=2", f"--ckpt_path={checkpoint}"]) == 0
+    client = MlflowClient(store)
     first, resumed = sorted(client.search_runs([client.get_experiment_by_name("tests").experiment_id]),
                             key=lambda run: run.info.start_time)
     assert resumed.data.tags["resumed_from_run"] == first.info.run_id
