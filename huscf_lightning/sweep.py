@@ -161,12 +161,14 @@ def _sampling_order(space: Sequence[Parameter], fixed: Mapping[str, Any]) -> tup
             if never:
                 raise SweepError(f"{where} {path} in {never}, which is not among its choices {list(source.choices)}.")
     ordered: list[Parameter] = []
+    known = set(fixed)  # keys whose value a trial knows before sampling the next parameter
     waiting = list(space)
     while waiting:
-        ready = [p for p in waiting if all(path in fixed or path in {o.path for o in ordered} for path, _ in p.when)]
+        ready = [p for p in waiting if all(path in known for path, _ in p.when)]
         if not ready:
             raise SweepError(f"The when: conditions of {[p.path for p in waiting]} depend on each other in a circle.")
         ordered.extend(ready)
+        known.update(p.path for p in ready)
         waiting = [p for p in waiting if p not in ready]
     return tuple(ordered)
 

@@ -293,5 +293,4 @@ def run_ga(
 
 
 def _progress_bar(total: int) -> tqdm:
-
     return tqdm(total=total, desc="GA", unit="gen")
