@@ -10,6 +10,8 @@ import importlib
 import logging
 import sys
 
+from huscf_lightning.errors import HuSCFError
+
 # Commands beside LightningCLI's fit/validate/test: name -> (module with add_arguments/run, description).
 COMMANDS = {
     "cuts": ("cuts_command", "Cut-point selection alone: latency model and GA over device profiles."),
@@ -27,9 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     package_log.setLevel(logging.INFO)
     try:
         return _dispatch(list(sys.argv[1:] if argv is None else argv), argv)
-    except (ValueError, TypeError) as err:  # the package's own errors (WireError is a TypeError) are one paragraph
-        if not type(err).__module__.startswith("huscf_lightning"):
-            raise
+    except HuSCFError as err:  # the package's own errors are one paragraph naming the fix
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:

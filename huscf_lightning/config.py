@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from huscf_lightning.errors import HuSCFError
+
 FEDERATION_MODES = ("fedavg", "clustered", "kld_clustered")
 PLAN_SOURCES = ("uniform", "explicit", "random", "ga")
 EVALUATION_METRICS = ("score", "fid", "kid")
 
 
-class ConfigError(ValueError):
+class ConfigError(HuSCFError, ValueError):
     """A configuration value that cannot be run; the message names the fix."""
 
 

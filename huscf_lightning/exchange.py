@@ -15,11 +15,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from huscf_lightning.errors import HuSCFError
+
 UP = "up"  # client -> server
 DOWN = "down"  # server -> client
 
 
-class WireError(TypeError):
+class WireError(HuSCFError, TypeError):
     """Something that must never cross a cut was sent over the wire."""
 
 

@@ -12,8 +12,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from huscf_lightning.errors import HuSCFError
 
-class NetworkError(ValueError):
+
+class NetworkError(HuSCFError, ValueError):
     """A network that cannot be split: the message names the fix."""
 
 

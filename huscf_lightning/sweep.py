@@ -32,6 +32,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from optuna.trial import FrozenTrial, TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
+from huscf_lightning.errors import HuSCFError
 from huscf_lightning.cli import DEFAULT_CONFIG, HuSCFCLI, config_keys, run_cli
 from huscf_lightning.data import HuSCFDataModule
 from huscf_lightning.module import HuSCFGAN
@@ -52,11 +53,11 @@ DICT_SETTINGS: dict[str, type] = {"model.plan.ga": GaSettings}
 LOGGER_ARGS = "trainer.logger.init_args"
 
 
-class SweepError(ValueError):
+class SweepError(HuSCFError, ValueError):
     """A sweep that cannot run as specified; the message names the problem and the fix."""
 
 
-class TrialError(RuntimeError):
+class TrialError(HuSCFError, RuntimeError):
     """One trial could not produce its objective values; the study records it as failed and goes on."""
 
 

@@ -18,10 +18,12 @@ import requests
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
 
+from huscf_lightning.errors import HuSCFError
+
 log = logging.getLogger(__name__)
 
 
-class TrackingError(ValueError):
+class TrackingError(HuSCFError, ValueError):
     """An MLflow store that cannot be used; the message names the fix."""
 
 

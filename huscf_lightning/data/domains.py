@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 from torch import Tensor
 
+from huscf_lightning.errors import HuSCFError
+
 log = logging.getLogger(__name__)
 
 IMAGE_SIZE = 28
@@ -71,7 +73,7 @@ GLYPH_FONTS = (
 )
 
 
-class DomainError(ValueError):
+class DomainError(HuSCFError, ValueError):
     """A domain that cannot be loaded; the message names the problem and the fix."""
 
 

@@ -24,10 +24,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from huscf_lightning.errors import HuSCFError
+
 PAPER_POOL = 60000
 
 
-class PartitionError(ValueError):
+class PartitionError(HuSCFError, ValueError):
     """A scenario that cannot be partitioned; the message names the fix."""
 
 

@@ -14,10 +14,12 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from huscf_lightning.errors import HuSCFError
+
 ROW_SUM_TOLERANCE = 1e-5
 
 
-class AveragingError(ValueError):
+class AveragingError(HuSCFError, ValueError):
     """Stacked states or a weights matrix that cannot be averaged; the message names the fix."""
 
 

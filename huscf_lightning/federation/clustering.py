@@ -26,12 +26,14 @@ from sklearn.metrics import adjusted_rand_score, silhouette_score
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
+from huscf_lightning.errors import HuSCFError
+
 log = logging.getLogger(__name__)
 
 KMEANS_RESTARTS = 10
 
 
-class ClusteringError(ValueError):
+class ClusteringError(HuSCFError, ValueError):
     """Features or a cluster count that k-means cannot use; the message names the fix."""
 
 

@@ -18,8 +18,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from huscf_lightning.errors import HuSCFError
 
-class KLDError(ValueError):
+
+class KLDError(HuSCFError, ValueError):
     """Activations, probabilities or groups that cannot be scored; the message names the fix."""
 
 

@@ -19,13 +19,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from huscf_lightning.errors import HuSCFError
 from huscf_lightning.config import FEDERATION_MODES
 from huscf_lightning.federation.kld import feature_kld_scores, is_group_ids
 
 AGGREGATION_MODES = FEDERATION_MODES
 
 
-class WeightsError(ValueError):
+class WeightsError(HuSCFError, ValueError):
     """Sizes, scores, groups or a mode that give no valid weights; the message names the fix."""
 
 

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
+from huscf_lightning.errors import HuSCFError
 from huscf_lightning.metrics.classifier import SmallCNN
 
 log = logging.getLogger(__name__)
@@ -32,11 +33,11 @@ PENULTIMATE = "penultimate"
 LOGITS = "logits"
 
 
-class UnknownMetricError(ValueError):
+class UnknownMetricError(HuSCFError, ValueError):
     """A metric name that the evaluation does not know."""
 
 
-class FidelityInputError(ValueError):
+class FidelityInputError(HuSCFError, ValueError):
     """Missing or unusable inputs for FID/KID (no features, missing weights, too few images)."""
 
 

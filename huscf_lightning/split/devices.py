@@ -19,12 +19,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from huscf_lightning.errors import HuSCFError
+
 PACKAGED_PROFILES = ("paper",)
 DEVICE_KEYS = ("cpu_mhz", "flops_per_cycle", "rate_bytes_per_s")
 SERVER_KEYS = ("cpu_ghz", "cpu_mhz", "flops_per_cycle", "flops_per_s", "rate_bytes_per_s")
 
 
-class ProfileError(ValueError):
+class ProfileError(HuSCFError, ValueError):
     """A profile file or assignment that cannot be used; the message names the fix."""
 
 

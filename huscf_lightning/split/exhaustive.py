@@ -25,13 +25,15 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 
 from .latency import D_PASSES, LatencyModel, NetworkTables, network_latency
 
+from huscf_lightning.errors import HuSCFError
+
 DEFAULT_LIMIT = 5_000_000
 AUTO_ENUMERATE_UP_TO = 100_000  # beyond this the MILP is faster than scoring every count vector
 CHUNK = 20_000
 METHODS = ("auto", "clients", "groups", "milp")
 
 
-class ExhaustiveError(ValueError):
+class ExhaustiveError(HuSCFError, ValueError):
     """An exact search that cannot run (too large, unknown method); the message names the fix."""
 
 

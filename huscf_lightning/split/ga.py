@@ -21,13 +21,15 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 from tqdm.auto import tqdm
 
+from huscf_lightning.errors import HuSCFError
+
 logger = logging.getLogger(__name__)
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 ProgressFn = Callable[[int, float], None]
 
 
-class GaSettingsError(ValueError):
+class GaSettingsError(HuSCFError, ValueError):
     """GA settings that cannot run; the message names the fix."""
 
 

@@ -7,8 +7,10 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 
+from huscf_lightning.errors import HuSCFError
 
-class PlanError(ValueError):
+
+class PlanError(HuSCFError, ValueError):
     """A cut or plan that cannot be run; the message names the fix."""
 
 

@@ -21,12 +21,14 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from huscf_lightning.errors import HuSCFError
+
 FP32_BYTES = 4
 
 _CACHE: dict[str, NetworkProfile] = {}
 
 
-class BlockProfileError(ValueError):
+class BlockProfileError(HuSCFError, ValueError):
     """A network that cannot be profiled; the message names the fix."""
 
 
