@@ -26,7 +26,7 @@ def fingerprint(overrides: list[str]) -> dict[str, torch.Tensor]:
     """The G and D weights and buffers and both optimisers' states after a tiny seeded fit."""
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
-        cli = run_cli(["--config", TINY, *QUIET, f"--trainer.logger.init_args.tracking_uri={uri}",
+        cli = run_cli(["fit", "--config", TINY, *QUIET, f"--trainer.logger.init_args.tracking_uri={uri}",
                        f"--trainer.default_root_dir={tmp}", *overrides])
     model = cli.model
     state = {f"G.{k}": v for k, v in model.G.state_dict().items()} | {f"D.{k}": v for k, v in model.D.state_dict().items()}
