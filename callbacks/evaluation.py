@@ -19,15 +19,16 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from huscf_lightning.callbacks.round import RoundCallback
 from huscf_lightning.config import ConfigError
 from huscf_lightning.metrics.classifier import DEFAULT_CACHE_DIR, DEFAULT_CLASSIFIER_EPOCHS, SmallCNN, domain_classifier
 from huscf_lightning.metrics.fidelity import FIDELITY_METRICS, check_metric_names, fidelity_metrics
 from huscf_lightning.metrics.generation_score import SampleFn, classifier_probs, generate_uniform, generation_score
 from huscf_lightning.metrics.utility import UTILITY_METRICS, utility
+from huscf_lightning.rounds import RoundState
 from huscf_lightning.tracking import log_figure, log_json, log_round_metrics, log_text
 
 log = logging.getLogger(__name__)
@@ -72,16 +73,18 @@ def _sample_fn(pl_module: pl.LightningModule, client: int) -> SampleFn:
     return lambda labels: pl_module.generate(client, labels.to(pl_module.device))
 
 
-class GenerationEvaluation(Callback):
+class GenerationEvaluation(RoundCallback):
     """Every ``every_n_rounds`` rounds: generation score (and optionally FID/KID) of every domain.
 
     Logs ``eval/score/<domain>`` (plus ``eval/fid/<domain>``, ``eval/kid/<domain>``,
     ``eval/kid_std/<domain>``), the means over domains ``eval/score_mean`` / ``eval/fid_mean`` /
     ``eval/kid_mean``, and ``eval/seconds`` (time the evaluation added to the round), at step =
     round. The values also go to ``trainer.callback_metrics`` so pruning and checkpoint callbacks
-    can monitor them. The history survives checkpoints; at the end of training a score-curve PNG
-    and the history as JSON are logged.
+    can monitor them, and into the round (``round.metrics``) for the round callbacks after it. The
+    history survives checkpoints; at the end of training a score-curve PNG and the history as JSON are logged.
     """
+
+    stage = "evaluate"
 
     def __init__(
         self,
@@ -99,17 +102,16 @@ class GenerationEvaluation(Callback):
                 f"GenerationEvaluation needs every_n_rounds >= 1, num_samples >= 2 and batch_size >= 1; got "
                 f"{every_n_rounds}, {num_samples} and {batch_size}."
             )
+        super().__init__(every_n_rounds)
         self.metrics = check_metric_names(metrics, GENERATION_METRICS)
         if not self.metrics:
             raise ConfigError(f"GenerationEvaluation needs at least one metric among {list(GENERATION_METRICS)}.")
-        self.every_n_rounds = every_n_rounds
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.classifier_epochs = classifier_epochs
         self.cache_dir = cache_dir
         self.inception_weights = inception_weights
         self.seed = seed
-        self.history: list[dict[str, float]] = []
         self._classifiers: dict[str, tuple[SmallCNN, float]] = {}
         self._features_logged: dict[str, str] = {}
 
@@ -126,15 +128,12 @@ class GenerationEvaluation(Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         require_domain_data(trainer, type(self).__name__)
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not pl_module.is_round_end(trainer):
-            return
-        round_index = pl_module.current_round
-        if round_index % self.every_n_rounds != 0:
-            return
+    def on_round_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, round: RoundState) -> None:
+        round_index = round.index
         started = time.perf_counter()
         row = self.evaluate(trainer, pl_module)
         row["eval/seconds"] = time.perf_counter() - started
+        round.metrics.update(row)
         log_round_metrics(trainer, row, round_index)
         self.history.append({"round": round_index, **row})
         scores = ", ".join(
@@ -277,12 +276,14 @@ def format_utility_table(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-class UtilityEvaluation(Callback):
+class UtilityEvaluation(RoundCallback):
     """At the end of training: utility of each domain's generated data (see ``evaluate_utility``).
 
     Logs ``utility/<metric>/<domain>`` and ``utility/seconds`` at step = the last completed
     round, a ``utility.csv`` artifact and the table at INFO; the rows stay in ``self.results``.
     """
+
+    stage = "evaluate"
 
     def __init__(
         self,
@@ -297,6 +298,7 @@ class UtilityEvaluation(Callback):
                 f"UtilityEvaluation needs positive num_samples, epochs and batch sizes; got num_samples={num_samples}, "
                 f"epochs={epochs}, batch_size={batch_size}, generation_batch_size={generation_batch_size}."
             )
+        super().__init__()
         self.num_samples = num_samples
         self.epochs = epochs
         self.batch_size = batch_size
@@ -308,9 +310,8 @@ class UtilityEvaluation(Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         require_domain_data(trainer, type(self).__name__)
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if pl_module.is_round_end(trainer):
-            self._last_round = pl_module.current_round
+    def on_round_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, round: RoundState) -> None:
+        self._last_round = round.index
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         started = time.perf_counter()

@@ -4,32 +4,25 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 
+from huscf_lightning.callbacks.round import RoundCallback
 from huscf_lightning.exchange import DOWN, UP
+from huscf_lightning.rounds import RoundState
 from huscf_lightning.tracking import log_json, log_round_metrics
 
 
-class CutLayerExchange(pl.Callback):
+class CutLayerExchange(RoundCallback):
     """Logs the wire's byte counts at every round end (totals, per cut and per client), then resets them."""
 
-    def __init__(self) -> None:
-        self.history: list[dict] = []
+    stage = "exchange"
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not pl_module.is_round_end(trainer):
-            return
-        wire, r = pl_module.wire, pl_module.current_round
+    def on_round_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, round: RoundState) -> None:
+        wire, r = pl_module.wire, round.index
         metrics = {f"wire/bytes_{UP}": wire.total(UP), f"wire/bytes_{DOWN}": wire.total(DOWN)}
         for cut in sorted({key[1] for key in wire.bytes}):
             for direction in (UP, DOWN):
                 metrics[f"wire/{cut}/{direction}"] = wire.total(direction, cut=cut)
         log_round_metrics(trainer, metrics, r)
-        record = {"round": r, **metrics, "clients": wire.per_client(pl_module.num_clients)}
+        record = {"round": r, **metrics, "clients": wire.per_client(round.num_clients)}
         self.history.append(record)
         log_json(trainer, record, f"round_{r:03d}.json", "exchange")
         wire.reset()
-
-    def state_dict(self) -> dict:
-        return {"history": self.history}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.history = list(state_dict["history"])

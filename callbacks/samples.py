@@ -9,20 +9,23 @@ import lightning.pytorch as pl
 import torch
 from torchvision.utils import save_image
 
+from huscf_lightning.callbacks.round import RoundCallback
+from huscf_lightning.rounds import RoundState
 from huscf_lightning.tracking import log_artifact_file
 
 
-class SampleGrids(pl.Callback):
+class SampleGrids(RoundCallback):
     """At every round end, ``per_class`` samples of every class from the first client of each domain."""
 
+    stage = "evaluate"
+
     def __init__(self, per_class: int = 8, seed: int = 0) -> None:
+        super().__init__()
         self.per_class = per_class
         self.seed = seed
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not pl_module.is_round_end(trainer):
-            return
-        r = pl_module.current_round
+    def on_round_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, round: RoundState) -> None:
+        r = round.index
         noise = torch.Generator().manual_seed(self.seed)
         labels = torch.arange(pl_module.num_classes).repeat_interleave(self.per_class)
         z = torch.randn(labels.shape[0], pl_module.z_dim, generator=noise)

@@ -9,7 +9,6 @@ from typing import Literal
 
 from huscf_lightning.errors import HuSCFError
 
-FEDERATION_MODES = ("fedavg", "clustered", "kld_clustered")
 PLAN_SOURCES = ("uniform", "explicit", "random", "ga")
 EVALUATION_METRICS = ("score", "fid", "kid")
 
@@ -49,13 +48,14 @@ class PlanSpec:
 class FederationSpec:
     """How client copies are averaged at every round end.
 
-    ``mode``: ``fedavg`` (size weights, one group), ``clustered`` (size weights inside k-means
-    clusters) or ``kld_clustered`` (KLD weights inside clusters; the method's default).
+    ``mode``: the federation strategy (`huscf_lightning.federation.strategy`): ``fedavg`` (size weights,
+    one group), ``clustered`` (size weights inside k-means clusters), ``kld_clustered`` (KLD weights
+    inside clusters; the method's default), or the class path of your own `FederationStrategy`.
     ``k``: number of clusters, an int or ``auto`` (silhouette over ``k_range``); ``None`` means the
     number of domains. ``alpha``: KLD temperature. ``warmup_rounds``: rounds of plain FedAvg first.
     """
 
-    mode: Literal["fedavg", "clustered", "kld_clustered"] = "kld_clustered"
+    mode: str = "kld_clustered"
     k: int | str | None = None
     k_range: list[int] = field(default_factory=lambda: [2, 8])
     alpha: float = 1.0
@@ -63,11 +63,9 @@ class FederationSpec:
 
     def validate(self) -> None:
         """Raise a `ConfigError` naming the fix (LightningCLI already checks the Literal types)."""
-        if self.mode not in FEDERATION_MODES:
-            raise ConfigError(
-                f"Unknown federation mode {self.mode!r}. Use one of {', '.join(FEDERATION_MODES)} "
-                f"(e.g. --model.federation.mode=fedavg)."
-            )
+        from huscf_lightning.federation.strategy import strategy_class  # the strategies import this module
+
+        strategy_class(self.mode)
         if isinstance(self.k, str) and self.k != "auto":
             raise ConfigError(f"federation.k must be an integer, 'auto' or null (number of domains); got {self.k!r}.")
         if isinstance(self.k, int) and self.k < 1:

@@ -3,8 +3,10 @@
 One training step is one iteration of METHOD.md for every client at once: G forward (client
 head -> server -> client tail), a D step on detached fakes and on reals, then a G step through D.
 Losses are summed over clients; one Adam covers all D parts and one all G parts (Adam is
-per-parameter, so this equals one Adam per part). Rounds, clustering and aggregation live in the
-callbacks that `configure_callbacks` installs.
+per-parameter, so this equals one Adam per part). At the end of a round's last epoch the module
+opens a `RoundState` (with the clustering features it kept during the round) and runs the round
+callbacks over it in stage order (`callbacks.round.run_round_end`); what a round end does with the
+clients' copies is the federation strategy's (`federation.strategy`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import lightning.pytorch as pl
 import torch
@@ -20,13 +23,24 @@ from torch.nn import functional as F
 
 from huscf_lightning.config import ConfigError, EvaluationSpec, FederationSpec, PlanSpec
 from huscf_lightning.exchange import Wire
+from huscf_lightning.federation.strategy import FederationStrategy, build_strategy
 from huscf_lightning.nets import BlockNetwork, ReferenceDiscriminator, ReferenceGenerator
-from huscf_lightning.split.network import SplitNetwork
+from huscf_lightning.rounds import RoundState
+from huscf_lightning.split.network import ServerActivation, SplitNetwork
 from huscf_lightning.split.plan import SplitPlan
 from huscf_lightning.split.source import build_plan
 from huscf_lightning.tracking import mlflow_logger
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Templates:
+    """The unsplit G and D the split networks are copied from, held outside the module's parameters (so
+    they add nothing to the state dict, to ``.to()``, or to the parameters a distributed strategy syncs)."""
+
+    generator: BlockNetwork
+    discriminator: BlockNetwork
 
 
 class HuSCFGAN(pl.LightningModule):
@@ -68,9 +82,9 @@ class HuSCFGAN(pl.LightningModule):
         # `batch_clients` changes how clients are computed, not what: it can differ on resume.
         self.save_hyperparameters(ignore=["generator", "discriminator", "rounds", "batch_clients"])
         self.automatic_optimization = False
-        self.generator_template = generator if generator is not None else ReferenceGenerator(z_dim, num_classes)
-        self.discriminator_template = (
-            discriminator if discriminator is not None else ReferenceDiscriminator(num_classes)
+        self._templates = _Templates(
+            generator if generator is not None else ReferenceGenerator(z_dim, num_classes),
+            discriminator if discriminator is not None else ReferenceDiscriminator(num_classes),
         )
         self.plan_spec = plan or PlanSpec()
         self.federation = federation or FederationSpec()
@@ -78,6 +92,7 @@ class HuSCFGAN(pl.LightningModule):
         self.plan_spec.validate()
         self.federation.validate()
         self.evaluation.validate()
+        self.strategy: FederationStrategy = build_strategy(self.federation)
         self.rounds = rounds
         self.local_epochs = local_epochs
         self.z_dim = z_dim
@@ -92,14 +107,23 @@ class HuSCFGAN(pl.LightningModule):
         self.G: SplitNetwork | None = None
         self.D: SplitNetwork | None = None
         self._noise = torch.Generator()
-        self._round_features: tuple[Tensor, tuple[int, ...], list[int]] | None = None
-        self._features_wanted = False
         self._feature_block: int | None = None
+        self._round_activation: ServerActivation | None = None
         self._loss_weights: dict[tuple, Tensor] = {}
         self.resumed_from_run: str | None = None
         self._g_params: list[Tensor] | None = None
 
     # ----------------------------------------------------------------- clients and networks
+    @property
+    def generator_template(self) -> BlockNetwork:
+        """The unsplit generator every client's copies come from."""
+        return self._templates.generator
+
+    @property
+    def discriminator_template(self) -> BlockNetwork:
+        """The unsplit discriminator every client's copies come from."""
+        return self._templates.discriminator
+
     @property
     def max_epochs(self) -> int:
         return self.rounds * self.local_epochs
@@ -120,7 +144,8 @@ class HuSCFGAN(pl.LightningModule):
         batch_size: int = 64,
         progress_bar: bool = True,
     ) -> None:
-        """Build the plan and the split networks for these clients (idempotent for the same clients).
+        """Build the plan and the split networks for these clients (idempotent for the same clients), and
+        check that the federation strategy can run on them; every error here comes before training.
 
         ``batch_size`` is the per-client training batch: the latency model profiles the blocks at it.
         ``progress_bar``: a GA plan shows its progress per generation.
@@ -133,8 +158,7 @@ class HuSCFGAN(pl.LightningModule):
                     f"with sizes {list(client_sizes)}. Use the same data section as the run that made the checkpoint."
                 )
             return
-        self.client_domains = list(client_domains)
-        self.client_sizes = [int(n) for n in client_sizes]
+        self.strategy.check_clients(len(client_domains))
         self._check_templates()
         if plan is None:
             plan, self.plan_report = build_plan(
@@ -143,15 +167,24 @@ class HuSCFGAN(pl.LightningModule):
                 self.generator_template,
                 self.discriminator_template,
                 self.seed,
-                shared_d_block=self.federation.mode != "fedavg",
+                shared_d_block=self.strategy.needs_features,
                 z_dim=self.z_dim,
                 num_classes=self.num_classes,
                 batch_size=batch_size,
                 progress_bar=progress_bar,
             )
-        self.plan = plan
-        self.G = SplitNetwork(self.generator_template, plan.head_tails("G"), "G", self.wire, self.batch_clients)
-        self.D = SplitNetwork(self.discriminator_template, plan.head_tails("D"), "D", self.wire, self.batch_clients)
+        G = SplitNetwork(self.generator_template, plan.head_tails("G"), "G", self.wire, self.batch_clients)
+        D = SplitNetwork(self.discriminator_template, plan.head_tails("D"), "D", self.wire, self.batch_clients)
+        feature_block = D.common_server_block() if self.strategy.needs_features else None
+        if self.strategy.needs_features and feature_block is None:
+            raise ConfigError(
+                f"federation.mode={self.federation.mode} needs a discriminator block that every client runs on the "
+                f"server, but the plan's D cuts {plan.head_tails('D')} share none. Use federation.mode=fedavg, or cuts "
+                "whose server parts overlap (e.g. every D head <= 2 and tail <= 2 for the 5-block reference network)."
+            )
+        self.client_domains = list(client_domains)
+        self.client_sizes = [int(n) for n in client_sizes]
+        self.plan, self.G, self.D, self._feature_block = plan, G, D, feature_block
         self._noise.manual_seed(self.seed)
         log.info("built %d clients; plan %s", self.num_clients, [c.as_tuple() for c in plan])
 
@@ -237,27 +270,22 @@ class HuSCFGAN(pl.LightningModule):
             epoch = min(epoch, last - 1)  # after fit, Lightning's epoch counter sits one past the last epoch
         return epoch // self.local_epochs + 1
 
-    def pop_round_features(self) -> Tensor:
-        """(K, C, ...) batch-mean server-side D activations of the round's last real batches; then forgets them."""
-        if self._round_features is None:
-            raise RuntimeError("No clustering features were captured this round (is there a common server D block?).")
-        batch, members, sizes = self._round_features
-        self._round_features = None
-        means = torch.stack([part.mean(dim=0) for part in batch.split(sizes)])
-        order = torch.as_tensor(members).argsort()
-        return means[order]
+    def on_train_epoch_end(self) -> None:
+        """At a round's end: open its `RoundState` and run the round callbacks over it, in stage order."""
+        if not self.is_round_end(self.trainer):
+            return
+        from huscf_lightning.callbacks.round import run_round_end
 
-    def request_round_features(self, enabled: bool) -> None:
-        """Ask the D forward to keep the common server block's real activations (the clustering callback does)."""
-        block = self.D.common_server_block()
-        if enabled and block is None:
-            raise ConfigError(
-                f"Clustering needs a discriminator block that every client runs on the server, but the plan's D cuts "
-                f"{self.plan.head_tails('D')} share none. Use federation.mode=fedavg, or cuts whose server parts overlap "
-                f"(e.g. every D head <= 2 and tail <= 2 for the 5-block reference network)."
-            )
-        self._features_wanted = enabled
-        self._feature_block = block
+        features = None
+        if self._feature_block is not None:
+            if self._round_activation is None:
+                raise RuntimeError("The round ended before any step of its last epoch ran; no clustering features.")
+            means = self._round_activation.client_means(self.num_clients)
+            # (K, C, L): channels by positions, as the KLD needs; a flat (K, D) activation is one channel of D positions
+            features = means.flatten(2) if means.dim() > 2 else means.unsqueeze(1)
+            self._round_activation = None
+        state = RoundState(self.current_round, list(self.client_domains), list(self.client_sizes), features)
+        run_round_end(self.trainer, self, state)
 
     # ----------------------------------------------------------------- training
     def forward(self, z: Sequence[Tensor], labels: Sequence[Tensor]) -> list[Tensor]:
@@ -266,7 +294,7 @@ class HuSCFGAN(pl.LightningModule):
 
     def training_step(self, batch: Sequence[tuple[Tensor, Tensor]], batch_idx: int) -> None:
         """One iteration of METHOD.md for all clients in lock-step: G forward, D on detached fakes and on
-        reals (capturing the clustering features on a round's last batch), D step, then G through D."""
+        reals (keeping the clustering features during a round's last epoch), D step, then G through D."""
         opt_g, opt_d = self.optimizers()
         reals = [x for x, _ in batch]
         labels = [y for _, y in batch]
@@ -274,16 +302,15 @@ class HuSCFGAN(pl.LightningModule):
         noise = torch.randn(sum(sizes), self.z_dim, generator=self._noise, device=self._noise.device).to(self.device)
         fakes = self.G(list(noise.split(sizes)), labels)
 
-        capture = self._features_wanted and self.trainer.is_last_batch and self.is_round_end(self.trainer)
+        keep = self._feature_block is not None and self.is_round_end(self.trainer)
         # No toggle_optimizer (a Python loop over every client's parameters, twice per step): the D loss
         # reaches no G parameter (the fakes are detached), and the G backward is restricted to G's
         # parameters with `inputs`, so autograd skips D's weight gradients as a toggle would.
         d_fake = self.D([f.detach() for f in fakes], labels)
-        self.D.tap_block = self._feature_block if capture else None
-        d_real = self.D(reals, labels)
-        self.D.tap_block = None
-        if capture:
-            self._round_features = self.D.tapped
+        if keep:  # the last step's activation is the round's clustering feature (METHOD.md), whenever the epoch ends
+            d_real, self._round_activation = self.D.forward_keeping(reals, labels, self._feature_block)
+        else:
+            d_real = self.D(reals, labels)
         weights = self._sample_weights(sizes)
         loss_d = _client_bce(d_real, 1.0, weights) + _client_bce(d_fake, 0.0, weights)
         opt_d.zero_grad(set_to_none=True)
@@ -343,6 +370,9 @@ class HuSCFGAN(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("huscf")
+        held = checkpoint.get("state_dict", {})
+        for key in [k for k in held if k.startswith(("generator_template.", "discriminator_template."))]:
+            del held[key]  # checkpoints from before the templates left the module's parameters
         if state is None:
             raise ConfigError(
                 "This checkpoint was not written by HuSCFGAN (no 'huscf' section): resume only from checkpoints of a "

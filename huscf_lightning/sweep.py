@@ -33,9 +33,11 @@ from optuna.trial import FrozenTrial, TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
 from huscf_lightning.errors import HuSCFError
+from huscf_lightning.callbacks.round import RoundCallback
 from huscf_lightning.cli import DEFAULT_CONFIG, HuSCFCLI, config_keys, run_cli
 from huscf_lightning.data import HuSCFDataModule
 from huscf_lightning.module import HuSCFGAN
+from huscf_lightning.rounds import RoundState
 from huscf_lightning.split.ga import GaSettings
 from huscf_lightning.tracking import check_tracking_uri
 
@@ -433,17 +435,15 @@ def _parent_run(client: MlflowClient, experiment_id: str, study: optuna.Study, s
 
 
 # ------------------------------------------------------------------------------------ pruning
-class RoundPruning(PyTorchLightningPruningCallback):
-    """Optuna pruning at round ends (HuSCFGAN has no validation loop), reported with step = round."""
+class RoundPruning(RoundCallback, PyTorchLightningPruningCallback):
+    """Optuna pruning at round ends (HuSCFGAN has no validation loop), reported with step = round.
+
+    A round callback of the last stage, so the round's evaluation has run when it reads the metric.
+    """
 
     def __init__(self, trial: optuna.Trial, monitor: str, every_n_rounds: int = 1) -> None:
-        super().__init__(trial, monitor)
-        self.every_n_rounds = every_n_rounds
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        # Lightning runs the model's own callbacks (the evaluation among them) after the trainer's:
-        # go last, so the round's metric is already in callback_metrics when this one reads it.
-        trainer.callbacks = [c for c in trainer.callbacks if c is not self] + [self]
+        PyTorchLightningPruningCallback.__init__(self, trial, monitor)
+        RoundCallback.__init__(self, every_n_rounds)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_fit_start(trainer, pl_module)
@@ -453,18 +453,15 @@ class RoundPruning(PyTorchLightningPruningCallback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Rounds are reported at their end instead (there is no validation loop)."""
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not pl_module.is_round_end(trainer) or pl_module.current_round % self.every_n_rounds:
-            return
-        value = trainer.callback_metrics.get(self.monitor)
+    def on_round_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, round: RoundState) -> None:
+        value = round.metrics.get(self.monitor, trainer.callback_metrics.get(self.monitor))
         if value is None:
             raise TrialError(
                 f"Pruning monitors {self.monitor!r}, which the run did not log; enable it in model.evaluation.metrics."
             )
-        round_index = pl_module.current_round
-        self._trial.report(float(value), step=round_index)
+        self._trial.report(float(value), step=round.index)
         if self._trial.should_prune():
-            raise optuna.TrialPruned(f"Trial pruned at round {round_index} ({self.monitor} = {float(value):.4f}).")
+            raise optuna.TrialPruned(f"Trial pruned at round {round.index} ({self.monitor} = {float(value):.4f}).")
 
 
 # ------------------------------------------------------------------------------------- trials

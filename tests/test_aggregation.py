@@ -6,7 +6,7 @@ import torch
 
 from huscf_lightning.exchange import Wire
 from huscf_lightning.federation.states import aggregate_network, stacked_states
-from huscf_lightning.federation.weights import AggregationWeights, build_weights
+from huscf_lightning.federation.weights import AggregationWeights, fedavg_aggregation
 from huscf_lightning.nets import ReferenceGenerator
 from huscf_lightning.split import SplitNetwork
 
@@ -39,7 +39,7 @@ def test_fedavg_over_heterogeneous_cuts_equals_hand_computation() -> None:
     names = ["0.weight", "1.weight", "1.running_mean", "1.running_var", "0.bias"]
     before = {(i, j, n): _used(net, i, j, n) for i in range(3) for j in (1, 3) for n in names}
     counters = {(i, j): _used(net, i, j, "1.num_batches_tracked") for i in range(3) for j in (1, 3)}
-    aggregate_network(net, build_weights("fedavg", sizes))
+    aggregate_network(net, fedavg_aggregation(sizes))
     for j in (1, 3):
         for n in names:
             expected = w[0] * before[(0, j, n)] + w[1] * before[(1, j, n)] + w[2] * before[(2, j, n)]

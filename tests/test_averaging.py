@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from huscf_lightning.federation.averaging import AveragingError, average_stacked, average_states
-from huscf_lightning.federation.weights import build_weights
+from huscf_lightning.federation.weights import fedavg_aggregation, kld_clustered_aggregation
 
 # Three clients; group 0 = clients 0 and 1 (weights 1/4, 3/4), group 1 = client 2 alone.
 WEIGHTS = torch.tensor([[0.25, 0.75, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
@@ -47,7 +47,7 @@ def test_fedavg_matches_a_per_client_sum():
     generator = torch.Generator().manual_seed(0)
     stacked = torch.randn(5, 4, 3, generator=generator, dtype=torch.float64)
     sizes = torch.tensor([10, 20, 30, 25, 15])
-    server = average_stacked(stacked, build_weights("fedavg", sizes).server_matrix)
+    server = average_stacked(stacked, fedavg_aggregation(sizes).server_matrix)
     expected = sum(sizes[k].item() / 100 * stacked[k] for k in range(5))
     torch.testing.assert_close(server[0], expected, rtol=0, atol=1e-12)
 
@@ -84,8 +84,8 @@ def test_cuda_tensors_give_the_cpu_result_on_the_device():
     sizes = torch.tensor([5, 6, 7, 8, 9, 10])
     clusters = torch.tensor([0, 1, 0, 1, 1, 0])
     state = {"w": torch.randn(6, 3, 2, generator=generator), "n": torch.tensor([1, 4, 2, 8, 5, 7])}
-    on_cpu = build_weights("kld_clustered", sizes, features=features, clusters=clusters)
-    on_gpu = build_weights("kld_clustered", sizes.cuda(), features=features.cuda(), clusters=clusters.cuda())
+    on_cpu = kld_clustered_aggregation(sizes, features, clusters)
+    on_gpu = kld_clustered_aggregation(sizes.cuda(), features.cuda(), clusters.cuda())
     assert on_gpu.client_matrix.is_cuda
     torch.testing.assert_close(on_gpu.client_matrix.cpu(), on_cpu.client_matrix)
     averaged = average_states({name: t.cuda() for name, t in state.items()}, on_gpu.client_matrix)

@@ -11,6 +11,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from huscf_lightning.callbacks.round import run_round_end
+from huscf_lightning.rounds import RoundState
 from huscf_lightning.callbacks.evaluation import (
     GenerationEvaluation,
     UtilityEvaluation,
@@ -161,6 +163,11 @@ class ReplayGAN(pl.LightningModule):
     @property
     def current_round(self) -> int:
         return self.trainer.current_epoch + 1
+
+    def on_train_epoch_end(self) -> None:
+        """Every epoch is a round: open it and run the round callbacks, as HuSCFGAN does."""
+        round_state = RoundState(self.current_round, self.client_domains, [1] * len(self.client_domains))
+        run_round_end(self.trainer, self, round_state)
 
     @torch.no_grad()
     def generate(self, client: int, labels: Tensor, z: Tensor | None = None) -> Tensor:

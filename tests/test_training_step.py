@@ -63,16 +63,15 @@ def test_one_client_step_equals_a_hand_written_unsplit_cgan_step(tmp_path) -> No
 
 
 class RecordingClustering(ClusteringRound):
-    """The clustering callback, keeping what it hands to the aggregation (the test reads the features)."""
+    """The clustering callback, keeping the round it clustered (the test reads the features)."""
 
     def __init__(self) -> None:
         super().__init__(k=2)
         self.taken: list = []
 
-    def take(self):
-        latest = super().take()
-        self.taken.append(latest)
-        return latest
+    def on_round_end(self, trainer, pl_module, round) -> None:
+        super().on_round_end(trainer, pl_module, round)
+        self.taken.append(round)
 
 
 class LastStepState(pl.Callback):

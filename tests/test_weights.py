@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from huscf_lightning.federation.weights import (
-    AGGREGATION_MODES,
     AggregationWeights,
     WeightsError,
-    build_weights,
+    clustered_aggregation,
+    fedavg_aggregation,
+    kld_clustered_aggregation,
     fedavg_weights,
     group_weights,
     size_weights,
@@ -94,7 +95,7 @@ def test_num_groups_fixes_the_row_count():
 
 
 def test_build_fedavg():
-    bundle = build_weights("fedavg", SIZES)
+    bundle = fedavg_aggregation(SIZES)
     fedavg = torch.tensor([[100 / 650, 200 / 650, 300 / 650, 50 / 650]], dtype=torch.float64)
     assert bundle.client_groups.tolist() == [0, 0, 0, 0]
     torch.testing.assert_close(bundle.client_matrix, fedavg, rtol=0, atol=1e-12)
@@ -103,7 +104,7 @@ def test_build_fedavg():
 
 
 def test_build_clustered():
-    bundle = build_weights("clustered", SIZES, clusters=CLUSTERS)
+    bundle = clustered_aggregation(SIZES, CLUSTERS)
     assert bundle.client_groups.tolist() == [0, 0, 0, 1]
     torch.testing.assert_close(
         bundle.client_matrix,
@@ -118,7 +119,7 @@ def test_build_clustered():
 def test_build_kld_clustered():
     # log P as activations: the spatial softmax gives back P exactly.
     features = torch.tensor(PROBS, dtype=torch.float64).log()
-    bundle = build_weights("kld_clustered", SIZES, features=features, clusters=CLUSTERS, alpha=1.0)
+    bundle = kld_clustered_aggregation(SIZES, features, CLUSTERS, alpha=1.0)
 
     # In-cluster scores (cluster {0, 1, 2}: Q = mean of the other two; client 3 alone scores 0).
     cluster_scores = [
@@ -155,15 +156,10 @@ def test_build_kld_clustered():
 
 
 def test_bad_input_is_a_clear_error():
-    with pytest.raises(WeightsError, match="fedavg, clustered, kld_clustered"):
-        build_weights("kld", SIZES)
-    assert AGGREGATION_MODES == ("fedavg", "clustered", "kld_clustered")
-    with pytest.raises(WeightsError, match="clusters="):
-        build_weights("clustered", SIZES)
-    with pytest.raises(WeightsError, match="features="):
-        build_weights("kld_clustered", SIZES, clusters=CLUSTERS)
-    with pytest.raises(WeightsError, match="3 clients on its first axis but sizes has 4"):
-        build_weights("kld_clustered", SIZES, features=torch.zeros(3, 2, 3), clusters=CLUSTERS)
+    with pytest.raises(WeightsError, match="one group id per client"):
+        clustered_aggregation(SIZES, torch.tensor([0, 1]))
+    with pytest.raises(WeightsError, match="4 clients, in the order of sizes"):
+        kld_clustered_aggregation(SIZES, torch.zeros(3, 2, 3), CLUSTERS)
     with pytest.raises(WeightsError, match="> 0"):
         fedavg_weights(torch.tensor([10, 0, 5]))
     with pytest.raises(WeightsError, match="alpha"):

@@ -66,7 +66,7 @@ def _check_weights(weights: Tensor) -> None:
         shape = tuple(weights.shape) if torch.is_tensor(weights) else type(weights).__name__
         raise AveragingError(
             f"weights must be a floating (G, K) matrix, one row per group and one column per client; got "
-            f"{shape}. Build it with build_weights, group_weights or fedavg_weights."
+            f"{shape}. Build it with group_weights or fedavg_weights."
         )
     row_sums = weights.sum(dim=1, dtype=torch.float64)
     valid = (

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from huscf_lightning.federation.averaging import average_states
 from huscf_lightning.federation.weights import AggregationWeights
-from huscf_lightning.split.network import SplitNetwork
+from huscf_lightning.split.network import SplitNetwork, copy_tensors
 
 
 def _tensors(module: nn.Module) -> dict[str, Tensor]:
@@ -58,8 +58,7 @@ def aggregate_network(net: SplitNetwork, weights: AggregationWeights) -> None:
         block, name = key.split(".", 1)
         dst.append(server_tensors[block][name])
         src.append(averaged[0])
-    # One fused multi-tensor copy (the kernel PyTorch's own optimisers use) instead of a loop.
-    torch._foreach_copy_(dst, src)
+    copy_tensors(dst, src)
 
 
 def net_device(net: nn.Module) -> torch.device:

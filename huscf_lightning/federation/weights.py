@@ -6,9 +6,10 @@ group g, zero for clients outside g, each row summing to 1. Within a group,
     w_i = n_i exp(-alpha s_i) / sum_{j in g} n_j exp(-alpha s_j)
 
 with n_i the client's dataset size and s_i its KLD score (`kld.feature_kld_scores`); with
-all scores 0 this is plain size weighting. `build_weights` turns an aggregation mode of
-the config into the client matrix (each cluster's average) and the server matrix (the one
-all-client average that the server's shared blocks load).
+all scores 0 this is plain size weighting. `fedavg_aggregation`, `clustered_aggregation` and
+`kld_clustered_aggregation` give the client matrix (each cluster's average) and the server matrix
+(the one all-client average that the server's shared blocks load) of one aggregation; the
+federation strategies (`federation.strategy`) choose between them.
 """
 
 from __future__ import annotations
@@ -20,10 +21,7 @@ import torch
 from torch import Tensor
 
 from huscf_lightning.errors import HuSCFError
-from huscf_lightning.config import FEDERATION_MODES
 from huscf_lightning.federation.kld import feature_kld_scores, is_group_ids
-
-AGGREGATION_MODES = FEDERATION_MODES
 
 
 class WeightsError(HuSCFError, ValueError):
@@ -100,7 +98,7 @@ class AggregationWeights:
                 "AggregationWeights needs client_groups (K,), client_matrix (G, K) and server_matrix (1, K) "
                 f"for the same K; got shapes {tuple(self.client_groups.shape)}, "
                 f"{tuple(self.client_matrix.shape)} and {tuple(self.server_matrix.shape)}. "
-                "Build it with build_weights."
+                "Build it with fedavg_aggregation, clustered_aggregation or kld_clustered_aggregation."
             )
         _check_groups(self.client_groups, num_clients, self.client_matrix.shape[0])
 
@@ -125,52 +123,33 @@ class AggregationWeights:
         return record
 
 
-def build_weights(
-    mode: str,
-    sizes: Tensor,
-    features: Tensor | None = None,
-    clusters: Tensor | None = None,
-    alpha: float = 1.0,
-) -> AggregationWeights:
-    """Weights of one aggregation in ``mode`` (one of `AGGREGATION_MODES`).
+def fedavg_aggregation(sizes: Tensor) -> AggregationWeights:
+    """FedAvg: one group of all clients with size weights; the server's blocks use the same row."""
+    sizes = _check_sizes(sizes)
+    fedavg = fedavg_weights(sizes)
+    everyone = torch.zeros(sizes.numel(), dtype=torch.long, device=sizes.device)
+    return AggregationWeights(everyone, fedavg, fedavg.clone())
 
-    - ``fedavg``: one group of all clients, size weights; the server uses the same row.
-    - ``clustered``: the groups are ``clusters`` (K,) ids 0..G-1, size weights within each;
-      the server uses FedAvg over all clients.
-    - ``kld_clustered``: the groups are ``clusters``, weights n exp(-alpha s) with s the KLD
-      scores within each cluster; the server uses the same rule with the scores against all
-      clients. ``features`` are the batch-mean server-side D activations (K, C, H, W) or (K, C, L).
 
-    Inputs a mode does not use (clusters for ``fedavg``, features for ``clustered``) are ignored,
-    so one call site can serve every mode.
-    """
+def clustered_aggregation(sizes: Tensor, clusters: Tensor) -> AggregationWeights:
+    """Size weights inside each cluster (``clusters``: (K,) ids 0..G-1); the server uses FedAvg over all."""
+    sizes = _check_sizes(sizes)
+    clusters = _check_groups(clusters, sizes.numel(), None)[0].to(sizes.device)
+    return AggregationWeights(clusters, size_weights(sizes, clusters), fedavg_weights(sizes))
+
+
+def kld_clustered_aggregation(sizes: Tensor, features: Tensor, clusters: Tensor, alpha: float = 1.0) -> AggregationWeights:
+    """KLD weights n exp(-alpha s) inside each cluster, s the KLD scores within the cluster; the server
+    uses the same rule with the scores against all clients. ``features``: the batch-mean server-side D
+    activations of every client, (K, C, H, W) or (K, C, L), in the order of ``sizes``."""
     sizes = _check_sizes(sizes)
     num_clients = sizes.numel()
-    if mode == "fedavg":
-        fedavg = fedavg_weights(sizes)
-        everyone = torch.zeros(num_clients, dtype=torch.long, device=sizes.device)
-        return AggregationWeights(everyone, fedavg, fedavg.clone())
-    if mode not in AGGREGATION_MODES:
-        raise WeightsError(
-            f"Unknown aggregation mode {mode!r}. Choose one of {', '.join(AGGREGATION_MODES)}."
-        )
-    if clusters is None:
-        raise WeightsError(
-            f"Aggregation mode {mode!r} needs the cluster of every client; pass clusters= the labels "
-            "from cluster_clients, or use mode 'fedavg'."
-        )
     clusters = _check_groups(clusters, num_clients, None)[0].to(sizes.device)
-    if mode == "clustered":
-        return AggregationWeights(clusters, size_weights(sizes, clusters), fedavg_weights(sizes))
-    if features is None:
+    if not torch.is_tensor(features) or features.dim() == 0 or features.shape[0] != num_clients:
+        shape = tuple(features.shape) if torch.is_tensor(features) else type(features).__name__
         raise WeightsError(
-            "Aggregation mode 'kld_clustered' needs features= the batch-mean server-side D activations "
-            "(K, C, H, W) of every client to compute KLD scores; pass them, or use mode 'clustered'."
-        )
-    if torch.is_tensor(features) and features.dim() > 0 and features.shape[0] != num_clients:
-        raise WeightsError(
-            f"features has {features.shape[0]} clients on its first axis but sizes has {num_clients}; "
-            "stack one batch-mean activation per client, in the same client order as sizes."
+            f"features must hold one batch-mean activation per client on its first axis ({num_clients} clients, "
+            f"in the order of sizes); got {shape}."
         )
     cluster_scores = feature_kld_scores(features, clusters)
     everyone = torch.zeros_like(clusters)

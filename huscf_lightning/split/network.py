@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +25,26 @@ from torch.func import functional_call, vmap
 from huscf_lightning.exchange import DOWN, UP, Wire
 from huscf_lightning.nets import BlockNetwork, NetworkError
 from huscf_lightning.split.plan import check_head_tail
+
+
+@dataclass(frozen=True)
+class ServerActivation:
+    """One server block's output over the clients that ran it there: the concatenated batch, whose
+    client each part is (``members``) and the parts' sizes."""
+
+    batch: Tensor
+    members: tuple[int, ...]
+    sizes: list[int]
+
+    def client_means(self, num_clients: int) -> Tensor:
+        """(K, ...) batch mean of each client's part, in client order (every client must be a member)."""
+        if sorted(self.members) != list(range(num_clients)):
+            raise NetworkError(
+                f"The kept activation covers clients {list(self.members)}, not all {num_clients}; keep a block that "
+                "every client runs on the server (SplitNetwork.common_server_block)."
+            )
+        means = torch.stack([part.mean(dim=0) for part in self.batch.split(self.sizes)])
+        return means[torch.as_tensor(self.members).argsort()]
 
 
 class SplitNetwork(nn.Module):
@@ -59,8 +80,6 @@ class SplitNetwork(nn.Module):
         self.local_members: list[tuple[int, ...]] = [
             tuple(i for i in range(self.num_clients) if self.is_local(i, j)) for j in range(n)
         ]
-        self.tap_block: int | None = None
-        self.tapped: tuple[Tensor, tuple[int, ...], list[int]] | None = None
 
     @property
     def num_clients(self) -> int:
@@ -93,12 +112,23 @@ class SplitNetwork(nn.Module):
         The server part of the batch stays concatenated while its membership does not change,
         so a run of shared blocks costs one call each over the whole server batch.
         """
+        return self._forward(inputs, labels, None)[0]
+
+    def forward_keeping(
+        self, inputs: Sequence[Tensor | None], labels: Sequence[Tensor | None], block: int
+    ) -> tuple[list[Tensor | None], ServerActivation | None]:
+        """`forward`, also returning the server's output of ``block`` (detached; None if the server does not run it)."""
+        return self._forward(inputs, labels, block)
+
+    def _forward(
+        self, inputs: Sequence[Tensor | None], labels: Sequence[Tensor | None], keep: int | None
+    ) -> tuple[list[Tensor | None], ServerActivation | None]:
         active = [x is not None for x in inputs]
         acts: list[Tensor | None] = list(inputs)
         batch: Tensor | None = None
         members: tuple[int, ...] = ()
         sizes: list[int] = []
-        self.tapped = None
+        kept = None
         for j in range(self.num_blocks):
             now = tuple(i for i in self.server_members[j] if active[i])
             if members and now != members:
@@ -111,10 +141,10 @@ class SplitNetwork(nn.Module):
                     sizes = [p.shape[0] for p in parts]
                     batch = torch.cat(parts) if len(parts) > 1 else parts[0]
                 batch = self.server_blocks[str(j)](batch)
-                if j == self.tap_block:
-                    self.tapped = (batch.detach(), now, list(sizes))
+                if j == keep:
+                    kept = ServerActivation(batch.detach(), now, list(sizes))
             members = now
-        return acts
+        return acts, kept
 
     def _run_local(self, j: int, clients: list[int], acts: list[Tensor | None], labels: Sequence[Tensor | None]) -> None:
         """Block ``j`` on the own copies of ``clients``; those with same-shape inputs in one batched call."""
@@ -153,15 +183,40 @@ class SplitNetwork(nn.Module):
 
         try:
             outputs = vmap(run_one, randomness="different")(params, buffers, *args)  # dropout: each client its own mask
-        except torch.OutOfMemoryError:
-            raise
         except RuntimeError as err:
+            if not _runs_unbatched(template, [a[0] for a in args]):
+                raise  # the block fails without vmap too: not a batching problem, the original error says what
             raise NetworkError(
-                f"Block {j} of {self.name} cannot run batched over clients with torch.func.vmap: {err}. Make the "
-                "block vmap-compatible (no .item() or data-dependent Python branches, no in-place writes to "
-                "tensors it does not own), or run clients one by one with --model.batch_clients=false."
+                f"Block {j} of {self.name} runs for one client but not batched over clients with torch.func.vmap: "
+                f"{err}. Make the block vmap-compatible (no .item() or data-dependent Python branches, no in-place "
+                "writes to tensors it does not own), or run clients one by one with --model.batch_clients=false."
             ) from err
         if template.training:
             for n, stacked in buffers.items():
-                torch._foreach_copy_([b.get_buffer(n) for b in blocks], list(stacked.unbind(0)))
+                copy_tensors([b.get_buffer(n) for b in blocks], list(stacked.unbind(0)))
         return outputs
+
+
+def _runs_unbatched(block: nn.Module, inputs: list[Tensor]) -> bool:
+    """Whether ``block`` runs on one client's inputs without vmap (on a copy: its buffers stay as they are)."""
+    try:
+        with torch.no_grad():
+            copy.deepcopy(block)(*inputs)
+    except RuntimeError:
+        return False
+    return True
+
+
+@torch.no_grad()
+def copy_tensors(dst: Sequence[Tensor], src: Sequence[Tensor]) -> None:
+    """dst[i] <- src[i] for every i, in one fused multi-tensor kernel where PyTorch has it.
+
+    ``torch._foreach_copy_`` is the kernel PyTorch's own optimisers use; it is underscore-named, so a
+    plain loop takes over where a build lacks it.
+    """
+    fused = getattr(torch, "_foreach_copy_", None)
+    if fused is not None:
+        fused(list(dst), list(src))
+        return
+    for target, value in zip(dst, src):
+        target.copy_(value)

@@ -1,0 +1,154 @@
+"""Federation strategies: what a round end does with the clients' copies, one class per rule.
+
+A strategy is built from the config's `FederationSpec` and answers what the rest of the code would
+otherwise read off a mode string: whether a round needs clustering, whether the split plan must
+keep a discriminator block that every client runs on the server (the clustering and KLD features
+come from it), whether these clients can run it at all, and the aggregation weights of a round
+(warm-up included). In the spirit of Flower's ``Strategy``: a new rule is one subclass, registered
+by name with `register_strategy`, or named by its class path in ``federation.mode``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import ClassVar
+
+import torch
+
+from huscf_lightning.config import ConfigError, FederationSpec
+from huscf_lightning.federation.weights import (
+    AggregationWeights,
+    clustered_aggregation,
+    fedavg_aggregation,
+    kld_clustered_aggregation,
+)
+from huscf_lightning.rounds import RoundState
+
+_REGISTRY: dict[str, type[FederationStrategy]] = {}
+
+
+class FederationStrategy:
+    """Base strategy. Subclasses set ``name`` and implement `aggregate`.
+
+    ``needs_clusters``: a `ClusteringRound` runs before aggregation and fills ``round.clusters``.
+    ``needs_features``: the round carries the clients' server-side D features (``round.features``),
+    so the plan keeps a D block that every client runs on the server.
+    """
+
+    name: ClassVar[str] = ""
+    needs_clusters: ClassVar[bool] = False
+    needs_features: ClassVar[bool] = False
+
+    def __init__(self, spec: FederationSpec | None = None) -> None:
+        self.spec = spec or FederationSpec(mode=self.name or "fedavg")
+
+    def check_clients(self, num_clients: int) -> None:
+        """Raise a `ConfigError` naming the fix when this strategy cannot run with ``num_clients`` clients."""
+
+    def warming_up(self, round_index: int) -> bool:
+        """The first ``warmup_rounds`` rounds are plain FedAvg whatever the strategy."""
+        return round_index <= self.spec.warmup_rounds
+
+    def round_mode(self, round_index: int) -> str:
+        """The name of the rule a round used, for its record."""
+        return "fedavg" if self.warming_up(round_index) else self.name
+
+    def weights(self, round: RoundState) -> AggregationWeights:
+        """The weights of this round's aggregation: FedAvg while warming up, else `aggregate`."""
+        sizes = torch.as_tensor(round.client_sizes, dtype=torch.float64)
+        if self.warming_up(round.index):
+            return fedavg_aggregation(sizes)
+        return self.aggregate(round, sizes)
+
+    def aggregate(self, round: RoundState, sizes: torch.Tensor) -> AggregationWeights:
+        """The weights after warm-up; ``sizes`` (K,) float64 are the clients' dataset sizes."""
+        raise NotImplementedError
+
+
+def register_strategy(cls: type[FederationStrategy]) -> type[FederationStrategy]:
+    """Make ``cls`` selectable as ``federation.mode: <cls.name>`` (a class decorator)."""
+    if not cls.name:
+        raise ConfigError(f"{cls.__name__} needs a class attribute `name` to be registered as a federation strategy.")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def known_strategies() -> list[str]:
+    """The registered strategy names."""
+    return list(_REGISTRY)
+
+
+def strategy_class(mode: str) -> type[FederationStrategy]:
+    """The strategy class ``mode`` names: a registered name, or ``package.module.ClassName``."""
+    if mode in _REGISTRY:
+        return _REGISTRY[mode]
+    hint = (
+        f"Use one of {', '.join(_REGISTRY)} (e.g. --model.federation.mode=fedavg), or the class path of your own "
+        "FederationStrategy subclass (e.g. mypkg.strategies.MyStrategy)."
+    )
+    if "." not in str(mode):
+        raise ConfigError(f"Unknown federation mode {mode!r}. {hint}")
+    module_name, _, class_name = mode.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"federation.mode {mode!r} cannot be imported ({type(err).__name__}: {err}). {hint}") from err
+    if not (isinstance(found, type) and issubclass(found, FederationStrategy)):
+        raise ConfigError(f"federation.mode {mode!r} is not a FederationStrategy subclass. {hint}")
+    return found
+
+
+def build_strategy(spec: FederationSpec) -> FederationStrategy:
+    """The strategy of the config's federation section."""
+    return strategy_class(spec.mode)(spec)
+
+
+@register_strategy
+class FedAvg(FederationStrategy):
+    """Every client and the server load the size-weighted average of all clients (McMahan et al.)."""
+
+    name = "fedavg"
+
+    def aggregate(self, round: RoundState, sizes: torch.Tensor) -> AggregationWeights:
+        return fedavg_aggregation(sizes)
+
+
+@register_strategy
+class Clustered(FederationStrategy):
+    """Size-weighted averages inside k-means clusters of the clients' D features; the server: FedAvg."""
+
+    name = "clustered"
+    needs_clusters = True
+    needs_features = True
+
+    def check_clients(self, num_clients: int) -> None:
+        k = self.spec.k
+        if isinstance(k, int) and not 1 <= k <= num_clients:
+            raise ConfigError(
+                f"federation.k = {k} clusters is impossible with {num_clients} clients; choose k between 1 and "
+                f"{num_clients}, 'auto', or null for the number of domains."
+            )
+
+    def aggregate(self, round: RoundState, sizes: torch.Tensor) -> AggregationWeights:
+        return clustered_aggregation(sizes, _clusters(round))
+
+
+@register_strategy
+class KLDClustered(Clustered):
+    """HuSCF-GAN: KLD weights n exp(-alpha s) inside clusters; the server: the same rule over all clients."""
+
+    name = "kld_clustered"
+
+    def aggregate(self, round: RoundState, sizes: torch.Tensor) -> AggregationWeights:
+        if round.features is None:
+            raise ConfigError("kld_clustered needs the round's clustering features; none were captured this round.")
+        return kld_clustered_aggregation(sizes, round.features.double(), _clusters(round), self.spec.alpha)
+
+
+def _clusters(round: RoundState) -> torch.Tensor:
+    if round.clusters is None:
+        raise ConfigError(
+            "This federation strategy aggregates inside clusters, but no ClusteringRound callback ran this round; "
+            "keep the one HuSCFGAN installs (it is added when the strategy's needs_clusters is true)."
+        )
+    return round.clusters

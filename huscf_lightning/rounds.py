@@ -1,0 +1,45 @@
+"""What one round end knows, handed forward from round callback to round callback.
+
+The module opens a `RoundState` when a round ends (its index, the clients, the clustering features
+captured during the round) and the round callbacks run over it in stage order: clustering writes
+the clusters, aggregation the weights it used, evaluation its scores. Nothing travels between them
+through attributes of the module or of each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from huscf_lightning.federation.weights import AggregationWeights
+
+
+@dataclass
+class RoundState:
+    """One round end: filled in as the round callbacks act on it.
+
+    ``features``: (K, C, L) batch mean of every client's last real batch at the first D block every
+    client runs on the server, as channels by positions (None when the federation strategy needs none). ``clusters``: (K,) the
+    cluster of every client, from the clustering callback. ``weights``: the aggregation that was
+    applied. ``metrics``: round metrics callbacks want to share (e.g. ``eval/score_mean``).
+    """
+
+    index: int
+    client_domains: list[str]
+    client_sizes: list[int]
+    features: Tensor | None = None
+    clusters: Tensor | None = None
+    weights: AggregationWeights | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def num_clients(self) -> int:
+        return len(self.client_domains)
+
+    @property
+    def domain_names(self) -> list[str]:
+        """The domains in the order their first client appears."""
+        return list(dict.fromkeys(self.client_domains))
