@@ -9,7 +9,7 @@ from typing import Literal
 
 from huscf_lightning.errors import HuSCFError
 
-PLAN_SOURCES = ("uniform", "explicit", "random", "ga")
+PLAN_SOURCES = ("uniform", "explicit", "random", "ga", "exact")
 EVALUATION_METRICS = ("score", "fid", "kid")
 
 
@@ -26,9 +26,11 @@ class PlanSpec:
     - ``random``: a random valid cut per client, from the run's seed.
     - ``ga``: the genetic algorithm over device ``profiles`` (a YAML path or ``paper``), with the
       clients' device names in ``assignment`` (default: even, seeded), and GA settings in ``ga``.
+    - ``exact``: the provably optimal cuts for the same latency model, ``profiles`` and
+      ``assignment`` (enumeration of device-type counts, or a MILP); ``ga`` settings are not used.
     """
 
-    source: Literal["uniform", "explicit", "random", "ga"] = "random"
+    source: Literal["uniform", "explicit", "random", "ga", "exact"] = "random"
     cut: list[int] = field(default_factory=lambda: [1, 1, 1, 1])
     cuts: list[list[int]] | None = None
     profiles: str = "paper"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,29 @@ def test_explicit_assignment_must_cover_every_client_with_known_names() -> None:
         assign_profiles(3, profiles, 0, ["d1", "d2"])
     with pytest.raises(ProfileError, match="Unknown device profile"):
         assign_profiles(2, profiles, 0, ["d1", "laptop"])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"server: {cpu_ghz: 42\ndevices:\n  d1: [1, 2\n", "is not valid YAML: .* at line 2, column 8"),
+        (b"", "is empty"),
+        (b"- server\n- devices\n", "holds a list, not a mapping"),
+        (b"\xff\xfe\x00\x01\x89PNG", "is not UTF-8 text"),
+        (b"server\x00: 1\n", "is not valid YAML: special characters"),
+    ],
+    ids=["syntax", "empty", "list", "binary", "nul"],
+)
+def test_unreadable_profile_files_are_one_paragraph_errors_from_the_cuts_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, message: str
+) -> None:
+    from huscf_lightning.__main__ import main
+
+    path = tmp_path / "profiles.yaml"
+    path.write_bytes(content)
+    assert main(["cuts", "--profiles", str(path), "--clients", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "<unicode string>" not in err
+    assert err.startswith(f"error: The profile file {str(path)!r} ") and err.count("\n") == 1
+    assert re.search(message, err), err
+    assert "'server' and 'devices'" in err  # the fix: what the file must hold

@@ -169,7 +169,42 @@ def load_profiles(path_or_name: str | Path) -> ProfileSet:
             f"No profile file at {str(path)!r}. Give a YAML file path or one of the packaged sets "
             f"{list(PACKAGED_PROFILES)}."
         )
-    return parse_profiles(yaml.safe_load(path.read_text()), str(path))
+    return parse_profiles(_read_yaml_mapping(path), str(path))
+
+
+def _read_yaml_mapping(path: Path) -> Mapping:
+    """The top-level mapping of a profile file; unreadable YAML, an empty file, a file that is not
+    UTF-8 text or whose top level is not a mapping is a `ProfileError` naming the file and the fix."""
+    example = "a mapping with 'server' and 'devices' sections, as in the packaged set configs/profiles/paper.yaml"
+    try:
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ProfileError(
+            f"The profile file {str(path)!r} is not UTF-8 text (byte {err.start} cannot be decoded); "
+            f"give a YAML text file: {example}."
+        ) from None
+    except yaml.YAMLError as err:
+        raise ProfileError(
+            f"The profile file {str(path)!r} is not valid YAML: {_yaml_problem(err)}. Fix the YAML there; "
+            f"the file must be {example}."
+        ) from None
+    if data is None:
+        raise ProfileError(f"The profile file {str(path)!r} is empty; write {example}.")
+    if not isinstance(data, Mapping):
+        raise ProfileError(
+            f"The profile file {str(path)!r} holds a {type(data).__name__}, not a mapping; write {example}."
+        )
+    return data
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """What PyYAML found wrong and where (1-based line and column), in one line."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or getattr(err, "reason", None) or str(err).splitlines()[0]
+    if mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    position = getattr(err, "position", None)
+    return f"{problem} at character {position + 1}" if position is not None else str(problem)
 
 
 def assign_profiles(

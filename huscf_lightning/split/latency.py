@@ -15,7 +15,7 @@ device type take each (head, tail) option: scoring works on those counts, shape
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -117,6 +117,31 @@ def build_tables(
         block_cost=bwd / server.flops_per_s,
     )
     return NetworkTables(options, cover, forward, backward)
+
+
+def restrict_tables(tables: NetworkTables, options: Sequence[tuple[int, int]]) -> NetworkTables:
+    """The same network with clients limited to ``options`` (a subset of ``tables.options``, in the
+    order given): every per-option row is selected, the per-block server costs stay as they are."""
+    missing = [o for o in options if tuple(o) not in tables.options]
+    if missing:
+        raise PlanError(
+            f"Cut option(s) {missing} are not valid (head, tail) pairs of this network; "
+            f"use some of {list(tables.options)}."
+        )
+    rows = np.array([tables.options.index(tuple(o)) for o in options], dtype=np.int64)
+
+    def select(t: PassTables) -> PassTables:
+        return replace(
+            t,
+            start_compute=t.start_compute[:, rows],
+            upload=t.upload[:, rows],
+            download=t.download[rows],
+            end_compute=t.end_compute[:, rows],
+            entry=t.entry[rows],
+            exit=t.exit[rows],
+        )
+
+    return NetworkTables(tuple(tables.options[r] for r in rows), tables.cover[rows], select(tables.forward), select(tables.backward))
 
 
 def counts_from_genes(genes: np.ndarray, client_groups: np.ndarray, num_groups: int, num_options: int) -> np.ndarray:
@@ -222,6 +247,15 @@ class LatencyModel:
             ),
             client_groups=groups,
             group_names=tuple(names),
+        )
+
+    def restricted(self, g_options: Sequence[tuple[int, int]], d_options: Sequence[tuple[int, int]]) -> LatencyModel:
+        """This model with every client's G and D cuts limited to the given (head, tail) options, to
+        search or solve a smaller space (the reference's heads and tails of 1 or 2, say)."""
+        return replace(
+            self,
+            generator=restrict_tables(self.generator, g_options),
+            discriminator=restrict_tables(self.discriminator, d_options),
         )
 
     @property

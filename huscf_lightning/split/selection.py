@@ -96,10 +96,13 @@ def _image_shape(generator: nn.Module, z_dim: int, num_classes: int) -> tuple[in
     return tuple(int(d) for d in out.shape[1:])
 
 
-def _ga_search(
+def ga_search(
     model: LatencyModel, settings: GaSettings, seed: int, progress: Callable[[int, float], None] | None, bar: bool
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """GA over one G gene and one D gene per client; clients of a device type are interchangeable."""
+    """GA over one G gene and one D gene per client; clients of a device type are interchangeable.
+
+    Returns the best G and D option indices and the search record (scores, generations, settings).
+    """
     clients = model.num_clients
 
     def score(population: np.ndarray) -> np.ndarray:
@@ -149,7 +152,7 @@ def select_cuts(
         g_genes, d_genes, search, method = found.g_genes, found.d_genes, found.to_dict(), f"exact ({found.method})"
     else:
         settings = GaSettings.from_mapping(ga)
-        g_genes, d_genes, search = _ga_search(model, settings, seed, on_generation, progress_bar)
+        g_genes, d_genes, search = ga_search(model, settings, seed, on_generation, progress_bar)
         method = "ga"
     g_options, d_options = model.generator.options, model.discriminator.options
     cuts = tuple(Cut(*g_options[g], *d_options[d]) for g, d in zip(g_genes, d_genes))

@@ -1,4 +1,4 @@
-"""Turn the plan section of the config into a `SplitPlan` (uniform, explicit, random or GA)."""
+"""Turn the plan section of the config into a `SplitPlan` (uniform, explicit, random, GA or exact)."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ def build_plan(
     progress_bar: bool = True,
 ) -> tuple[SplitPlan, dict]:
     """The plan for ``num_clients`` clients, and its report: the modeled iteration latency under the
-    configured device profiles (``latency_s``, ``breakdown``, ``client_profiles``), plus the GA's
-    search record when the GA chose the cuts. Every run gets a latency so runs compare in MLflow.
+    configured device profiles (``latency_s``, ``breakdown``, ``client_profiles``), plus the search
+    record when the GA or the exact solver chose the cuts. Every run gets a latency so runs compare in MLflow.
 
-    ``shared_d_block``: random and GA plans keep a D block that every client runs on the server
+    ``shared_d_block``: random, GA and exact plans keep a D block that every client runs on the server
     (clustered aggregation needs it); explicit and uniform plans are taken as given.
     ``batch_size``: the per-client training batch, at which the blocks are profiled. ``progress_bar``:
     the GA shows one (a tick a generation) on stderr.
@@ -31,7 +31,7 @@ def build_plan(
     from huscf_lightning.split.selection import plan_latency, select_cuts
 
     g, d = generator.num_blocks, discriminator.num_blocks
-    if spec.source == "ga":
+    if spec.source in ("ga", "exact"):
         selection = select_cuts(
             num_clients,
             generator,
@@ -40,6 +40,7 @@ def build_plan(
             assignment=spec.assignment,
             seed=seed,
             ga=spec.ga,
+            exact=spec.source == "exact",
             progress_bar=progress_bar,
             shared_d_block=shared_d_block,
             z_dim=z_dim,
