@@ -12,7 +12,7 @@ from jsonargparse import ArgumentParser
 
 from huscf_lightning.data import DomainError, DomainSpec, HuSCFDataModule, PartitionError
 from huscf_lightning.data.datamodule import ShuffledBatches
-from huscf_lightning.data.domains import FASHION_MNIST_DEBIAN_ROOT
+from huscf_lightning.data.loaders import FASHION_MNIST_DEBIAN_ROOT
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "configs" / "scenarios"
 SMALL_GLYPHS = {"train_per_class": 30, "test_per_class": 2}

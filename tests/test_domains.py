@@ -10,16 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from huscf_lightning.data.domains import (
-    FASHION_MNIST_DEBIAN_ROOT,
-    GLYPH_FONTS,
-    DomainError,
-    known_domains,
-    load_domain,
-    load_glyphs,
-    read_idx,
-    render_glyph_templates,
-)
+from huscf_lightning.data import DomainError, known_domains, load_domain, read_idx
+from huscf_lightning.data.glyphs import GLYPH_FONTS, render_glyph_templates
+from huscf_lightning.data.loaders import FASHION_MNIST_DEBIAN_ROOT, load_glyphs
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

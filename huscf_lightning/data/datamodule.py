@@ -19,7 +19,7 @@ from lightning.pytorch.utilities.combined_loader import CombinedLoader
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from huscf_lightning.data.domains import DomainData, DomainError, load_domain
+from huscf_lightning.data.registry import DomainData, DomainError, load_domain
 from huscf_lightning.data.partition import (
     ClientPartition,
     DomainSpec,
