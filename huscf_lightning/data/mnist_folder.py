@@ -4,12 +4,14 @@
 ``fashion_mnist`` a flat folder (Debian's package). Files may be gzipped or not. A folder that
 holds only the official test files (as ``../shared/data`` does on this project's machines) is
 split, seeded and stratified, into a training and a held-out part, and says so in its log line
-and in ``DomainData.source``.
+and in ``DomainData.source``. Decoded files are kept per process (keyed by path, size and
+modification time), so loading a domain again under another seed only redoes the split.
 """
 
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from torch import Tensor
 
 from huscf_lightning.data.idx import IDX_FILES, idx_file, read_idx, require_idx_file
 from huscf_lightning.data.pixels import IMAGE_SIZE, pixels_to_unit_range
-from huscf_lightning.data.registry import DomainData, DomainError
+from huscf_lightning.data.registry import DomainData, DomainError, register_file_cache
 from huscf_lightning.data.splits import stratified_split
 
 log = logging.getLogger(__name__)
@@ -27,14 +29,23 @@ NUM_CLASSES = 10
 
 
 def read_labelled_set(folder: Path, part: str, how_to_get: str) -> tuple[Tensor, Tensor]:
-    """The images in [-1, 1] and int64 labels of ``part`` ("train" or "test") of an IDX folder."""
-    images_path = require_idx_file(folder, IDX_FILES[f"{part}_images"], how_to_get)
-    labels_path = require_idx_file(folder, IDX_FILES[f"{part}_labels"], how_to_get)
+    """The images in [-1, 1] and int64 labels of ``part`` ("train" or "test") of an IDX folder (cached)."""
+    paths = [require_idx_file(folder, IDX_FILES[f"{part}_{kind}"], how_to_get) for kind in ("images", "labels")]
+    stamps = [(str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns) for path in paths]
+    return _decode_labelled_set(*stamps)
+
+
+@lru_cache(maxsize=8)
+def _decode_labelled_set(
+    images_stamp: tuple[str, int, int], labels_stamp: tuple[str, int, int]
+) -> tuple[Tensor, Tensor]:
+    """Decode and check an images file and its labels file, named by (path, size, mtime) stamps."""
+    images_path, labels_path = Path(images_stamp[0]), Path(labels_stamp[0])
     pixels, labels = read_idx(images_path), read_idx(labels_path)
     if pixels.ndim != 3 or pixels.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
         raise DomainError(
             f"{images_path} holds an array of shape {pixels.shape}, not 28x28 images (N, 28, 28); replace it "
-            f"with the original {IDX_FILES[f'{part}_images']} file."
+            f"with the original MNIST-format images file."
         )
     if labels.shape != (len(pixels),):
         raise DomainError(
@@ -44,9 +55,12 @@ def read_labelled_set(folder: Path, part: str, how_to_get: str) -> tuple[Tensor,
     if labels.size and int(labels.max()) >= NUM_CLASSES:
         raise DomainError(
             f"{labels_path} holds label {int(labels.max())}, outside 0..{NUM_CLASSES - 1}; it is not an "
-            f"MNIST-family label file, so replace it with the original {IDX_FILES[f'{part}_labels']} file."
+            f"MNIST-family label file, so replace it with the original labels file."
         )
     return pixels_to_unit_range(torch.from_numpy(pixels.copy()), 255.0), torch.from_numpy(labels.astype(np.int64))
+
+
+register_file_cache(_decode_labelled_set.cache_clear)
 
 
 def read_train_and_test(name: str, folder: Path, how_to_get: str) -> DomainData:

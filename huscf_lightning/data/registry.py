@@ -46,6 +46,7 @@ class DomainData:
 DomainLoader = Callable[..., DomainData]
 _LOADERS: dict[str, DomainLoader] = {}
 _CACHE: dict[tuple[str, str | None, int, str], DomainData] = {}
+_FILE_CACHE_CLEARERS: list[Callable[[], None]] = []
 
 
 def register_domain(name: str) -> Callable[[DomainLoader], DomainLoader]:
@@ -100,6 +101,13 @@ def load_domain(
     return _CACHE[key]
 
 
+def register_file_cache(clear: Callable[[], None]) -> None:
+    """Let ``clear_domain_cache`` also empty a cache of decoded files kept below the domains."""
+    _FILE_CACHE_CLEARERS.append(clear)
+
+
 def clear_domain_cache() -> None:
-    """Forget every cached domain (frees memory; the next load reads or generates again)."""
+    """Forget every cached domain and decoded file (frees memory; the next load reads or generates again)."""
     _CACHE.clear()
+    for clear in _FILE_CACHE_CLEARERS:
+        clear()
