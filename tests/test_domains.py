@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from huscf_lightning.data import DomainError, clear_domain_cache, known_domains, load_domain, read_idx
+from huscf_lightning.data import DomainData, DomainError, clear_domain_cache, known_domains, load_domain, read_idx
 from huscf_lightning.data.glyphs import GLYPH_FONTS, render_glyph_templates
 from huscf_lightning.data.loaders import FASHION_MNIST_DEBIAN_ROOT, load_glyphs
 
@@ -265,6 +266,27 @@ def test_a_test_only_folder_is_split_seeded_stratified_and_disjoint(tmp_path: Pa
     assert torch.equal(fresh.test_labels, data.test_labels)
     other = load_domain(name, root=str(tmp_path), seed=4, options={"held_out": 50})
     assert not torch.equal(other.train_images, data.train_images)
+
+
+def test_decoded_files_are_kept_until_the_cache_is_cleared(tmp_path: Path) -> None:
+    """Another seed only re-splits: a file rewritten with the same size and time is not read again."""
+    write_test_only_folder(tmp_path / "MNIST" / "raw", per_class=5, gz=False)
+    first = load_domain("mnist", root=str(tmp_path), seed=0, options={"held_out": 10})
+    images = tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    stat = images.stat()
+    raw = bytearray(images.read_bytes())
+    raw[16:] = bytes(len(raw) - 16)  # every pixel 0, same size
+    images.write_bytes(bytes(raw))
+    os.utime(images, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    other_seed = load_domain("mnist", root=str(tmp_path), seed=1, options={"held_out": 10})
+    assert pixel_set(other_seed) == pixel_set(first) and other_seed.train_images.max() > -1
+    clear_domain_cache()
+    reread = load_domain("mnist", root=str(tmp_path), seed=1, options={"held_out": 10})
+    assert reread.train_images.max() == -1 and reread.test_images.max() == -1
+
+
+def pixel_set(data: DomainData) -> list[bytes]:
+    return sorted(image.numpy().tobytes() for image in torch.cat([data.train_images, data.test_images]))
 
 
 def test_a_test_only_folder_too_small_for_the_held_out_part_names_the_option(tmp_path: Path) -> None:

@@ -60,12 +60,12 @@ def test_the_real_test_set_splits_8000_2000_stratified_disjoint_and_seeded(name:
 @pytest.mark.parametrize(
     ("stem", "domains", "sizes"),
     [
-        ("real1", [("mnist", 8, "iid")], None),
-        ("real4", [("mnist", 4, "noniid"), ("fashion_mnist", 4, "noniid")], None),
+        ("real1", [("mnist", 8, "iid")], [1000] * 8),
+        ("real4", [("mnist", 4, "noniid"), ("fashion_mnist", 4, "noniid")], [666, 1000, 1000, 1000, 1000, 666, 1000, 1000]),
         ("real6", [(name, 4, "iid") for name in ("mnist", "fashion_mnist", "kmnist", "glyphs")], [500] * 16),
     ],
 )
-def test_the_real_data_twins_parse_and_partition(monkeypatch, stem: str, domains: list, sizes: list | None) -> None:
+def test_the_real_data_twins_parse_and_partition(monkeypatch, stem: str, domains: list, sizes: list[int]) -> None:
     monkeypatch.chdir(REPO)  # the twins' root ../shared/data is relative to the project root
     content = yaml.safe_load((SCENARIOS / f"{stem}.yaml").read_text())
     assert list(content) == ["data"] and content["data"]["scenario"] == stem
@@ -75,8 +75,7 @@ def test_the_real_data_twins_parse_and_partition(monkeypatch, stem: str, domains
     assert [(d.name, d.clients, d.distribution) for d in module.domains] == domains
     assert module.num_clients == sum(clients for _, clients, _ in domains)
     assert max(module.client_sizes) <= data["cap"] and min(module.client_sizes) >= data["batch_size"]
-    if sizes is not None:
-        assert module.client_sizes == sizes
+    assert module.client_sizes == sizes  # seed 0, as the README states
     for client, part in enumerate(module.partitions):
         labels = module.client_data(client)[1]
         assert set(labels.tolist()).isdisjoint(part.dropped_labels)
