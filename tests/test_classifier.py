@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from huscf_lightning.data.domains import DomainData, load_domain
+from huscf_lightning.data import DomainData, load_domain
 from huscf_lightning.metrics.classifier import SmallCNN, classifier_accuracy, domain_classifier, train_classifier
 
 CLASSIFIER_LOG = "huscf_lightning.metrics.classifier"

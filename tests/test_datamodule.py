@@ -12,7 +12,7 @@ from jsonargparse import ArgumentParser
 
 from huscf_lightning.data import DomainError, DomainSpec, HuSCFDataModule, PartitionError
 from huscf_lightning.data.datamodule import ShuffledBatches
-from huscf_lightning.data.domains import FASHION_MNIST_DEBIAN_ROOT
+from huscf_lightning.data.loaders import FASHION_MNIST_DEBIAN_ROOT
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "configs" / "scenarios"
 SMALL_GLYPHS = {"train_per_class": 30, "test_per_class": 2}
@@ -181,7 +181,10 @@ def test_scenario_files_hold_only_data_and_match_the_paper() -> None:
         assert list(content) == ["data"], path.name
         HuSCFDataModule(**{**content["data"], "domains": [DomainSpec(**entry) for entry in content["data"]["domains"]]})
         clients[path.stem] = [(entry["name"], entry["clients"], entry["distribution"]) for entry in content["data"]["domains"]]
-    assert sorted(clients) == [f"offline{i}" for i in range(1, 7)] + [f"scenario{i}" for i in range(1, 7)]
+    assert sorted(clients) == (
+        [f"offline{i}" for i in range(1, 7)] + ["real1", "real4", "real6"] + [f"scenario{i}" for i in range(1, 7)]
+    )
+    assert clients["real6"] == [(name, 4, "iid") for name in ("mnist", "fashion_mnist", "kmnist", "glyphs")]
     assert clients["scenario6"] == [(name, 20, "iid") for name in ("mnist", "fashion_mnist", "kmnist", "notmnist")]
     assert [entry[2] for entry in clients["scenario5"]] == ["highly_noniid"] * 2
     offline_names = {name for stem, entries in clients.items() if stem.startswith("offline") for name, _, _ in entries}
@@ -226,6 +229,20 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
         HuSCFDataModule([DomainSpec("digits", 1000)], cap="none").setup()
     with pytest.raises(RuntimeError, match="call datamodule.setup"):
         _ = HuSCFDataModule([DomainSpec("digits", 2)]).client_sizes
+
+
+def test_a_batch_larger_than_a_client_is_an_error_naming_the_client_and_the_fix() -> None:
+    # digits: 2 clients of 718 images; glyphs: 300 images over 12 clients, 25 each, below the batch of 32.
+    module = HuSCFDataModule([DomainSpec("digits", 2), DomainSpec("glyphs", 12, options=SMALL_GLYPHS)], batch_size=32, cap="none")
+    with pytest.raises(PartitionError) as error:
+        module.setup()
+    message = str(error.value)
+    assert "data.batch_size is 32 but 12 client(s) hold fewer images: client 2 (glyphs) holds 25," in message
+    assert "client 9 (glyphs) holds 25 and 4 more" in message and "(digits)" not in message
+    assert "Lower data.batch_size to at most 25" in message and "larger cap" in message and "\n" not in message
+    at_the_limit = HuSCFDataModule([DomainSpec("glyphs", 12, options=SMALL_GLYPHS)], batch_size=25, cap="none")
+    at_the_limit.setup()
+    assert [len(images) for images, _ in next(iter(at_the_limit.train_dataloader()))[0]] == [25] * 12
 
 
 def test_the_paper_settings_layer_under_a_scenario(capsys: pytest.CaptureFixture) -> None:

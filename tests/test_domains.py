@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from pathlib import Path
 
@@ -10,16 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from huscf_lightning.data.domains import (
-    FASHION_MNIST_DEBIAN_ROOT,
-    GLYPH_FONTS,
-    DomainError,
-    known_domains,
-    load_domain,
-    load_glyphs,
-    read_idx,
-    render_glyph_templates,
-)
+from huscf_lightning.data import DomainData, DomainError, clear_domain_cache, known_domains, load_domain, read_idx
+from huscf_lightning.data.glyphs import GLYPH_FONTS, render_glyph_templates
+from huscf_lightning.data.loaders import FASHION_MNIST_DEBIAN_ROOT, load_glyphs
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -239,3 +233,160 @@ def test_bad_options_and_root_are_clear_errors() -> None:
         load_domain("mnist5k", root="/tmp")
     with pytest.raises(DomainError, match="`root:` field"):
         load_domain("fashion_mnist", options={"root": "/tmp"})
+
+
+def write_test_only_folder(raw: Path, per_class: int, gz: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """A torchvision raw folder holding only the t10k pair: ``per_class`` random images per label, shuffled."""
+    rng = np.random.default_rng(7)
+    raw.mkdir(parents=True, exist_ok=True)
+    labels = rng.permutation(np.repeat(np.arange(10, dtype=np.uint8), per_class))
+    pixels = rng.integers(0, 256, (len(labels), 28, 28), dtype=np.uint8)
+    suffix = ".gz" if gz else ""
+    write_idx(raw / f"t10k-images-idx3-ubyte{suffix}", pixels)
+    write_idx(raw / f"t10k-labels-idx1-ubyte{suffix}", labels)
+    return pixels, labels
+
+
+@pytest.mark.parametrize("name", ["mnist", "kmnist"])
+def test_a_test_only_folder_is_split_seeded_stratified_and_disjoint(tmp_path: Path, name: str, caplog) -> None:
+    pixels, _ = write_test_only_folder(tmp_path / name.upper() / "raw", per_class=20)
+    with caplog.at_level("WARNING", logger="huscf_lightning.data.mnist_folder"):
+        data = load_domain(name, root=str(tmp_path), seed=3, options={"held_out": 50})
+    assert len(data.train_labels) == 150 and len(data.test_labels) == 50
+    assert torch.bincount(data.train_labels).tolist() == [15] * 10 and torch.bincount(data.test_labels).tolist() == [5] * 10
+    assert "official test set" in caplog.text and "150 train / 50 held-out" in data.source
+    # Train and held-out together are the file's images, each once: disjoint and complete.
+    together = ((torch.cat([data.train_images, data.test_images]) + 1) * 127.5).round().to(torch.uint8)
+    assert sorted(image.numpy().tobytes() for image in together) == sorted(image.tobytes() for image in pixels)
+    again = load_domain(name, root=str(tmp_path), seed=3, options={"held_out": 50})
+    assert again is data  # cached
+    clear_domain_cache()
+    fresh = load_domain(name, root=str(tmp_path), seed=3, options={"held_out": 50})
+    assert fresh is not data and torch.equal(fresh.train_images, data.train_images)
+    assert torch.equal(fresh.test_labels, data.test_labels)
+    other = load_domain(name, root=str(tmp_path), seed=4, options={"held_out": 50})
+    assert not torch.equal(other.train_images, data.train_images)
+
+
+def test_decoded_files_are_kept_until_the_cache_is_cleared(tmp_path: Path) -> None:
+    """Another seed only re-splits: a file rewritten with the same size and time is not read again."""
+    write_test_only_folder(tmp_path / "MNIST" / "raw", per_class=5, gz=False)
+    first = load_domain("mnist", root=str(tmp_path), seed=0, options={"held_out": 10})
+    images = tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    stat = images.stat()
+    raw = bytearray(images.read_bytes())
+    raw[16:] = bytes(len(raw) - 16)  # every pixel 0, same size
+    images.write_bytes(bytes(raw))
+    os.utime(images, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    other_seed = load_domain("mnist", root=str(tmp_path), seed=1, options={"held_out": 10})
+    assert pixel_set(other_seed) == pixel_set(first) and other_seed.train_images.max() > -1
+    clear_domain_cache()
+    reread = load_domain("mnist", root=str(tmp_path), seed=1, options={"held_out": 10})
+    assert reread.train_images.max() == -1 and reread.test_images.max() == -1
+
+
+def pixel_set(data: DomainData) -> list[bytes]:
+    return sorted(image.numpy().tobytes() for image in torch.cat([data.train_images, data.test_images]))
+
+
+def test_a_test_only_folder_too_small_for_the_held_out_part_names_the_option(tmp_path: Path) -> None:
+    write_test_only_folder(tmp_path / "MNIST" / "raw", per_class=3, gz=False)
+    with pytest.raises(DomainError, match=r"held_out=2000 cannot split the 30 test images") as error:
+        load_domain("mnist", root=str(tmp_path))
+    assert "options: {held_out: ...}" in str(error.value)
+
+
+def test_a_full_folder_keeps_the_official_split_and_a_missing_test_file_is_named(tmp_path: Path) -> None:
+    arrays = write_mnist_folder(tmp_path / "KMNIST" / "raw", np.random.default_rng(3), gz=True)
+    data = load_domain("kmnist", root=str(tmp_path))
+    assert data.source == "" and data.train_labels.tolist() == arrays["train-labels-idx1-ubyte"].tolist()
+    assert_images_equal_pixels(data.test_images, arrays["t10k-images-idx3-ubyte"])
+    (tmp_path / "KMNIST" / "raw" / "t10k-labels-idx1-ubyte.gz").unlink()
+    clear_domain_cache()
+    with pytest.raises(DomainError, match="t10k-labels-idx1-ubyte"):
+        load_domain("kmnist", root=str(tmp_path))
+
+
+def test_a_missing_mnist_folder_names_it_and_every_way_to_get_it(tmp_path: Path) -> None:
+    with pytest.raises(DomainError) as error:
+        load_domain("mnist", root=str(tmp_path / "nowhere"))
+    message = str(error.value)
+    assert str(tmp_path / "nowhere" / "MNIST" / "raw") + " does not exist" in message
+    assert "download: true" in message and "../shared/data" in message and "\n" not in message
+
+
+def assert_one_paragraph_naming(error: pytest.ExceptionInfo, path: Path, *expected: str) -> None:
+    message = str(error.value)
+    assert str(path) in message and "\n" not in message, message
+    for text in expected:
+        assert text in message, message
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"images,labels\n1,2\n", "is not a torch.save file"),
+        (b"", "is empty (0 bytes)"),
+        (bytes(range(256)) * 4, "is not a torch.save file"),
+        (b"\x80\x02" + bytes(range(100)), "cannot be read as a torch.save file"),
+    ],
+    ids=["text", "empty", "binary", "bad-pickle"],
+)
+def test_a_notmnist_file_that_is_not_a_torch_file_is_one_clear_paragraph(tmp_path: Path, content: bytes, expected: str) -> None:
+    path = tmp_path / "notmnist.pt"
+    path.write_bytes(content)
+    with pytest.raises(DomainError) as error:
+        load_domain("notmnist", root=str(path))
+    assert_one_paragraph_naming(error, path, expected, "'images': uint8 (N, 28, 28)")
+
+
+def test_a_notmnist_file_with_wrong_content_names_what_it_holds(tmp_path: Path) -> None:
+    path = tmp_path / "keys.pt"
+    torch.save({"x": torch.zeros(2, 28, 28), "y": torch.zeros(2)}, path)
+    with pytest.raises(DomainError) as error:
+        load_domain("notmnist", root=str(path))
+    assert_one_paragraph_naming(error, path, "a dict with keys ['x', 'y']", "keys 'images' and 'labels'")
+    torch.save(torch.zeros(3), path)
+    clear_domain_cache()
+    with pytest.raises(DomainError) as error:
+        load_domain("notmnist", root=str(path))
+    assert_one_paragraph_naming(error, path, "holds Tensor")
+    torch.save({"images": torch.zeros(2, 28, 28, dtype=torch.uint8), "labels": torch.tensor([0, 12])}, path)
+    with pytest.raises(DomainError) as error:
+        load_domain("notmnist", root=str(path), seed=1)
+    assert_one_paragraph_naming(error, path, "outside 0..9", "num_classes")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("empty", b"", "starts with nothing (the file is empty)"),
+        ("text", b"0,1,2\n", "magic bytes 00 00 08"),
+        ("floats", bytes([0, 0, 0x0D, 1, 0, 0, 0, 1]) + bytes(4), "starts with 00 00 0d 01"),
+        ("short", bytes([0, 0, 0x08, 1, 0, 0, 0, 5, 1, 2]), "truncated or corrupt"),
+        ("text.gz", b"not gzip at all", "not a readable gzip archive"),
+    ],
+)
+def test_a_broken_idx_file_is_one_clear_paragraph(tmp_path: Path, name: str, content: bytes, expected: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DomainError) as error:
+        read_idx(path)
+    assert_one_paragraph_naming(error, path, expected)
+
+
+def test_a_truncated_gzip_idx_file_and_a_wrong_shape_in_a_domain_folder_are_clear(tmp_path: Path) -> None:
+    write_mnist_folder(tmp_path, np.random.default_rng(4), gz=True)
+    images = tmp_path / "train-images-idx3-ubyte.gz"
+    images.write_bytes(images.read_bytes()[:-20])
+    with pytest.raises(DomainError) as error:
+        load_domain("fashion_mnist", root=str(tmp_path))
+    assert_one_paragraph_naming(error, images, "not a readable gzip archive", "download or copy it again")
+    write_idx(images, np.zeros((3, 32, 32), dtype=np.uint8))
+    with pytest.raises(DomainError) as error:
+        load_domain("fashion_mnist", root=str(tmp_path))
+    assert_one_paragraph_naming(error, images, "not 28x28 images")
+    write_idx(images, np.zeros((5, 28, 28), dtype=np.uint8))  # the labels file holds 12
+    with pytest.raises(DomainError) as error:
+        load_domain("fashion_mnist", root=str(tmp_path))
+    assert_one_paragraph_naming(error, images, "one label per image")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import linalg
 
-from huscf_lightning.data.domains import load_domain
+from huscf_lightning.data import load_domain
 from huscf_lightning.metrics import FidelityInputError, SmallCNN, UnknownMetricError, fidelity_metrics, train_classifier
 from huscf_lightning.metrics.fidelity import to_uint8
 

@@ -23,7 +23,7 @@ from huscf_lightning.callbacks.evaluation import (
 )
 from huscf_lightning.config import EvaluationSpec, FederationSpec
 from huscf_lightning.data.datamodule import HuSCFDataModule
-from huscf_lightning.data.domains import load_domain
+from huscf_lightning.data import load_domain
 from huscf_lightning.metrics import (
     UTILITY_METRICS,
     UnknownMetricError,

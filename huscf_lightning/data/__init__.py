@@ -1,15 +1,13 @@
-"""Data: image domains, scenario partitioning and the per-client LightningDataModule."""
+"""Data: image domains, scenario partitioning and the per-client LightningDataModule.
 
+Importing the package registers the built-in domains (``loaders``); ``registry`` holds the
+registry and cache, ``idx``/``mnist_folder``/``notmnist_file`` the file formats, ``glyphs`` the
+rendered NotMNIST stand-in.
+"""
+
+from huscf_lightning.data import loaders  # noqa: F401  (registers the built-in domains)
 from huscf_lightning.data.datamodule import HuSCFDataModule
-from huscf_lightning.data.domains import (
-    DomainData,
-    DomainError,
-    clear_domain_cache,
-    known_domains,
-    load_domain,
-    read_idx,
-    register_domain,
-)
+from huscf_lightning.data.idx import read_idx
 from huscf_lightning.data.partition import (
     DISTRIBUTIONS,
     ClientPartition,
@@ -19,6 +17,14 @@ from huscf_lightning.data.partition import (
     partition_clients,
     partition_table,
     resolve_cap,
+)
+from huscf_lightning.data.registry import (
+    DomainData,
+    DomainError,
+    clear_domain_cache,
+    known_domains,
+    load_domain,
+    register_domain,
 )
 
 __all__ = [

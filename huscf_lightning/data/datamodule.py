@@ -19,7 +19,7 @@ from lightning.pytorch.utilities.combined_loader import CombinedLoader
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from huscf_lightning.data.domains import DomainData, DomainError, load_domain
+from huscf_lightning.data.registry import DomainData, DomainError, load_domain
 from huscf_lightning.data.partition import (
     ClientPartition,
     DomainSpec,
@@ -150,6 +150,7 @@ class HuSCFDataModule(pl.LightningDataModule):
                 f"Clients {too_small} hold fewer than 2 images, which BatchNorm cannot train on; give their "
                 f"domains fewer clients or a larger cap."
             )
+        self._check_batch_fits(partitions)
         self._clients = [
             ClientTensors(data[part.domain].train_images[part.indices], data[part.domain].train_labels[part.indices])
             for part in partitions
@@ -162,6 +163,19 @@ class HuSCFDataModule(pl.LightningDataModule):
             self._restore_generators(self._pending_generator_states)
             self._pending_generator_states = None
         log.info("Client partition:\n%s", format_partition_table(self.partition_rows()))
+
+    def _check_batch_fits(self, partitions: list[ClientPartition]) -> None:
+        """Refuse a batch larger than a client's data: that client would silently train on smaller batches."""
+        short = [part for part in partitions if part.size < self.batch_size]
+        if short:
+            listed = ", ".join(f"client {part.client} ({part.domain}) holds {part.size}" for part in short[:8])
+            more = f" and {len(short) - 8} more" if len(short) > 8 else ""
+            raise PartitionError(
+                f"data.batch_size is {self.batch_size} but {len(short)} client(s) hold fewer images: {listed}{more}; "
+                f"each of their steps would use all their images, a smaller batch than configured. Lower "
+                f"data.batch_size to at most {min(part.size for part in short)}, or give their domains fewer clients "
+                f"or a larger cap."
+            )
 
     def _require_setup(self) -> list[ClientPartition]:
         if self._partitions is None:

@@ -37,7 +37,7 @@ class PartitionError(HuSCFError, ValueError):
 class DomainSpec:
     """One domain of a scenario: its name, how many clients hold it, how they are skewed.
 
-    ``root`` and ``options`` go to the domain's loader (see ``huscf_lightning.data.domains``).
+    ``root`` and ``options`` go to the domain's loader (see ``huscf_lightning.data.loaders``).
     """
 
     name: str

@@ -29,7 +29,7 @@ from torchmetrics.functional.classification import multiclass_accuracy
 from huscf_lightning.metrics.errors import MetricInputError
 
 if TYPE_CHECKING:
-    from huscf_lightning.data.domains import DomainData
+    from huscf_lightning.data.registry import DomainData
 
 log = logging.getLogger(__name__)
 
