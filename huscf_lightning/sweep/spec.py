@@ -162,7 +162,7 @@ def sweep_from_mapping(data: object, where: str = "sweep spec", folder: Path | N
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read a sweep spec YAML file."""
     path = Path(path)
-    return sweep_from_mapping(_read_yaml(path), str(path), path.parent)
+    return sweep_from_mapping(_read_yaml(path), f"The sweep spec {str(path)!r}", path.parent)
 
 
 def with_overrides(spec: SweepSpec, **overrides: Any) -> SweepSpec:
@@ -184,7 +184,9 @@ def _read_yaml(path: Path) -> object:
     try:
         data = yaml.safe_load(text)
     except yaml.reader.ReaderError as err:  # a character YAML does not allow, such as a NUL byte
-        raise _not_text(name, f"character {err.character!r} at position {err.position}") from err
+        line = text.count("\n", 0, err.position) + 1
+        column = err.position - text.rfind("\n", 0, err.position)
+        raise _not_text(name, f"character {chr(err.character)!r} at line {line}, column {column}") from err
     except yaml.MarkedYAMLError as err:
         raise SweepError(
             f"The sweep spec {name!r} is not valid YAML: {_yaml_problem(err)}. Fix the YAML there (indent with "
