@@ -17,10 +17,10 @@ from .fit_config import DICT_SETTINGS, LOGGER_ARGS, FitConfig, format_value
 from .prepare import PreparedSweep, prepare
 from .pruning import RoundPruning
 from .report import format_front, format_params, front_figure, front_rows, state_counts
-from .runner import SweepResult, open_study, run_sweep
+from .runner import SweepResult, run_sweep
 from .search_space import PARAMETER_KINDS, Parameter
 from .spec import OBJECTIVE_DIRECTIONS, SPEC_KEYS, SweepSpec, load_sweep, sweep_from_mapping, with_overrides
-from .trials import Trials, objective_values
+from .trials import objective_values
 
 __all__ = [
     "DICT_SETTINGS",
@@ -35,7 +35,6 @@ __all__ = [
     "SweepError",
     "SweepResult",
     "SweepSpec",
-    "Trials",
     "TrialError",
     "format_front",
     "format_params",
@@ -44,7 +43,6 @@ __all__ = [
     "format_value",
     "load_sweep",
     "objective_values",
-    "open_study",
     "prepare",
     "run_sweep",
     "state_counts",

@@ -34,9 +34,9 @@ def prepare(spec: SweepSpec) -> PreparedSweep:
     metrics = list(config["model.evaluation.metrics"] or [])
     if any(o not in metrics for o in needed):
         fixed["model.evaluation.metrics"] = [*metrics, *(o for o in needed if o not in metrics)]
-    widest = max((len(p.extremes()) for p in spec.search_space), default=0)
-    for i in range(widest):
-        point = {p.path: p.extremes()[i % len(p.extremes())] for p in spec.search_space}
+    extremes = {p.path: p.extremes() for p in spec.search_space}
+    for i in range(max(map(len, extremes.values()), default=0)):
+        point = {path: values[i % len(values)] for path, values in extremes.items()}
         fit.parse({**fixed, **point}, "search_space")
     logger = config["trainer.logger"]
     if not (hasattr(logger, "class_path") and logger.class_path.endswith("MLFlowLogger")):
