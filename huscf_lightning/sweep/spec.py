@@ -193,7 +193,8 @@ def _read_yaml(path: Path) -> object:
             f"spaces, not tabs; close every bracket and quote; quote values holding ': ' or ' #') and run again."
         ) from err
     except yaml.YAMLError as err:
-        raise SweepError(f"The sweep spec {name!r} is not valid YAML ({err}); fix it and run again.") from err
+        detail = " ".join(str(err).split())
+        raise SweepError(f"The sweep spec {name!r} is not valid YAML ({detail}); fix it and run again.") from err
     if data is None:
         raise SweepError(
             f"The sweep spec {name!r} is empty; write a YAML mapping with at least study_name and search_space, "
