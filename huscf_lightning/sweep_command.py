@@ -13,7 +13,7 @@ import sys
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .sweep import format_front, load_sweep, run_sweep, with_overrides
+from .sweep import format_front, format_params, load_sweep, run_sweep, state_counts, with_overrides
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,8 +34,8 @@ def trial_line(trial: FrozenTrial, objectives: list[str], index: int, total: int
         outcome = f"pruned at round {trial.last_step} ({objectives[0]} {trial.intermediate_values[trial.last_step]:.4f})"
     else:
         outcome = trial.user_attrs.get("error", "").replace("\n", " ")[:200]
-    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
-    return f"[{index}/{total}] trial {trial.number} {trial.state.name} in {seconds:.0f} s: {outcome} | {params}"
+    head = f"[{index}/{total}] trial {trial.number} {trial.state.name} in {seconds:.0f} s"
+    return f"{head}: {outcome} | {format_params(trial.params)}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,10 +58,10 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     result = run_sweep(spec, on_trial=progress)
-    states = [t.state for t in result.study.trials]
+    counts = state_counts(result.study.trials)
     sys.stdout.write(
-        f"\nStudy {spec.study_name!r} in {spec.storage}: {states.count(TrialState.COMPLETE)} complete, "
-        f"{states.count(TrialState.FAIL)} failed, {states.count(TrialState.PRUNED)} pruned trials in all.\n"
+        f"\nStudy {spec.study_name!r} in {spec.storage}: {counts[TrialState.COMPLETE]} complete, "
+        f"{counts[TrialState.FAIL]} failed, {counts[TrialState.PRUNED]} pruned trials in all.\n"
     )
     title = "Pareto front" if len(objectives) > 1 else "Best trial"
     sys.stdout.write(f"{title} ({', '.join(f'{o}: {d}' for o, d in zip(objectives, spec.directions))}):\n")

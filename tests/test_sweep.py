@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from optuna.trial import TrialState
 
 from huscf_lightning import sweep_command
+from huscf_lightning.__main__ import main
 from huscf_lightning.nets import ReferenceDiscriminator, ReferenceGenerator
 from huscf_lightning.split.plan import SplitPlan
 from huscf_lightning.split.selection import plan_latency, select_cuts
@@ -305,3 +307,39 @@ def test_plan_latency_of_a_ga_plan_equals_the_selection_latency() -> None:
     for seed in range(3):
         other = SplitPlan.random(6, 5, 5, seed, shared_block=True)
         assert plan_latency(other, generator, discriminator, seed=3)["latency_s"] >= best.latency_s - 1e-12
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"study_name: demo\nsearch_space:\n  model.rounds: {type: int, low: 1, high: [2\n",
+         r"is not valid YAML: .* at line 4, column 1 .*Fix the YAML there"),
+        (b"study_name: demo\n\tn_trials: 2\n", r"is not valid YAML: found character '\\t' .* at line 2, column 1"),
+        (b"- study_name: demo\n- n_trials: 2\n", r"must be a YAML mapping .* but it holds a list"),
+        (b"just a sentence\n", r"must be a YAML mapping .* but it holds a str \('just a sentence'\)"),
+        (b"", r"is empty; write a YAML mapping"),
+        (b"# only a comment\n", r"is empty; write a YAML mapping"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", r"is not a text file \(byte 0 is not UTF-8\)"),
+        (b"study_name: demo\x00\n", r"is not a text file \(character '\\x00' at line 1, column 17\)"),
+    ],
+    ids=["unclosed-bracket", "tab", "list", "scalar", "empty", "comment-only", "binary", "nul-byte"],
+)
+def test_a_spec_file_that_is_not_a_yaml_mapping_exits_2_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture, content: bytes, message: str
+) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_bytes(content)
+    assert main(["sweep", "--config", str(path)]) == 2
+    captured = capsys.readouterr()
+    error = captured.err.strip()
+    assert error.startswith(f"error: The sweep spec {str(path)!r} ")
+    assert re.search(message, error), error
+    assert "\n" not in error and "Traceback" not in captured.err and "<unicode string>" not in error
+    assert not (tmp_path / "optuna.db").exists()
+
+
+def test_a_missing_spec_file_exits_2_naming_the_path(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "nowhere.yaml"
+    assert main(["sweep", "--config", str(path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == f"error: No sweep spec at {str(path)!r}; give a YAML file such as sweeps/cuts_and_clusters.yaml."

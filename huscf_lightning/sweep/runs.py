@@ -1,0 +1,88 @@
+"""The sweep's MLflow records: its experiment, the sweep run (reused when a study resumes) and one
+child run per trial, ended with the trial's state."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+from mlflow.entities import Param, RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from .errors import SweepError
+from .fit_config import format_value
+from .spec import SweepSpec
+
+log = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    """MLflow's timestamp for a metric logged now."""
+    return int(time.time() * 1000)
+
+
+def open_experiment(client: MlflowClient, name: str, uri: str) -> str:
+    """The id of the active experiment ``name``, created when missing; a store that fails is a `SweepError`."""
+    try:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None and experiment.lifecycle_stage == "active":
+            return experiment.experiment_id
+        return client.create_experiment(name)
+    except Exception as err:  # any store failure (bad path, refused connection, auth): one clear message
+        raise SweepError(
+            f"Cannot open experiment {name!r} in the MLflow store {uri} ({type(err).__name__}: {err}). Check the "
+            f"tracking URI (e.g. sqlite:///mlflow.db in an existing folder, or a running server)."
+        ) from err
+
+
+def sweep_run(client: MlflowClient, experiment_id: str, study: optuna.Study, spec: SweepSpec) -> str:
+    """The sweep's MLflow run: the one this study used before when it is in this store, else a new one."""
+    previous = study.user_attrs.get("mlflow_parent_run_id")
+    if previous:
+        try:
+            run = client.get_run(previous)
+        except MlflowException:
+            run = None
+        if run is not None and run.info.experiment_id == experiment_id:
+            client.update_run(previous, status="RUNNING")
+            log.info("resuming sweep run %s", previous)
+            return previous
+    run_id = _create_run(
+        client, experiment_id, spec, f"sweep-{spec.study_name}",
+        {"sweep.storage": spec.storage, "sweep.objectives": ",".join(spec.objectives)},
+    )
+    study.set_user_attr("mlflow_parent_run_id", run_id)
+    return run_id
+
+
+def trial_run(
+    client: MlflowClient, experiment_id: str, parent_run_id: str, spec: SweepSpec, trial: optuna.Trial,
+    sampled: Mapping[str, Any],
+) -> str:
+    """A child run of the sweep run for ``trial``, its sampled values logged as params."""
+    run_id = _create_run(
+        client, experiment_id, spec, f"{spec.study_name}-trial-{trial.number}",
+        {MLFLOW_PARENT_RUN_ID: parent_run_id, "sweep.trial": str(trial.number)},
+    )
+    trial.set_user_attr("mlflow_run_id", run_id)
+    if sampled:
+        client.log_batch(run_id, params=[Param(k, format_value(v)) for k, v in sampled.items()])
+    return run_id
+
+
+def end_trial_run(client: MlflowClient, run_id: str, status: int, state: str, error: str | None = None) -> None:
+    """Terminate a trial's run with its MLflow status, its Optuna state as a tag, and the error if any."""
+    client.set_tag(run_id, "sweep.state", state)
+    if error is not None:
+        client.set_tag(run_id, "sweep.error", error[:5000])
+    client.set_terminated(run_id, RunStatus.to_string(status))
+
+
+def _create_run(client: MlflowClient, experiment_id: str, spec: SweepSpec, name: str, tags: Mapping[str, str]) -> str:
+    run = client.create_run(experiment_id, run_name=name, tags={"sweep.study": spec.study_name, **tags})
+    return run.info.run_id
