@@ -1,5 +1,5 @@
 """Lightning callbacks of a HuSCF-GAN run. The round callbacks share one base (`RoundCallback`) and act at
-round ends in the order of `ROUND_STAGES`: exchange accounting, clustering, aggregation, evaluation and
+round ends in the order of `ROUND_STAGES`: clustering, aggregation, exchange accounting, evaluation and
 sample grids, then anything else (pruning, your own)."""
 
 from __future__ import annotations

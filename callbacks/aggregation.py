@@ -5,34 +5,48 @@ from __future__ import annotations
 import lightning.pytorch as pl
 
 from huscf_lightning.callbacks.round import RoundCallback
-from huscf_lightning.federation.states import aggregate_network
+from huscf_lightning.exchange import DOWN, UP
+from huscf_lightning.federation.states import aggregate_network, client_state_bytes
 from huscf_lightning.rounds import RoundState
 from huscf_lightning.tracking import log_json
 
 
 class FederatedAggregation(RoundCallback):
-    """Clients load their group's weighted average, the server's shared blocks the global one; the weights
-    come from the module's federation strategy (``pl_module.strategy``) and are written into the round."""
+    """Clients load their group's weighted average, the server's shared blocks the global one.
+
+    The weights of each network come from the module's federation strategy (``pl_module.strategy``;
+    None leaves that network as it is) and are written into the round (``round.weights``). Every client
+    whose copies are averaged sends them and receives the average: the wire counts those bytes
+    (cut ``G.weights`` / ``D.weights``).
+    """
 
     stage = "aggregate"
 
     def on_round_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, round: RoundState) -> None:
         strategy = pl_module.strategy
-        weights = strategy.weights(round)
-        aggregate_network(pl_module.G, weights)
-        aggregate_network(pl_module.D, weights)
-        round.weights = weights
+        per_network = strategy.round_weights(round)
+        for name, net in (("G", pl_module.G), ("D", pl_module.D)):
+            if per_network.get(name) is None:
+                continue
+            aggregate_network(net, per_network[name])
+            for client, nbytes in enumerate(client_state_bytes(net)):
+                if nbytes:
+                    pl_module.wire.account(client, f"{name}.weights", UP, nbytes, "weights")
+                    pl_module.wire.account(client, f"{name}.weights", DOWN, nbytes, "weights")
+        round.weights = per_network
         r = round.index
-        groups = weights.client_groups.tolist()
-        record = {
-            "round": r,
-            "mode": strategy.round_mode(r),
-            "groups": groups,
-            "client_weights": [float(weights.client_matrix[g, i]) for i, g in enumerate(groups)],
-            "server_weights": weights.server_matrix[0].tolist(),
-        }
-        if weights.cluster_scores is not None:  # KLD weights: the scores behind them, named as in as_dict
-            record["cluster_scores"] = weights.cluster_scores.tolist()
-            record["global_scores"] = weights.global_scores.tolist()
+        record: dict = {"round": r, "mode": strategy.round_mode(r)}
+        weights = per_network.get("G") or per_network.get("D")
+        if weights is None:
+            record["aggregated"] = []
+        else:
+            groups = weights.client_groups.tolist()
+            record["aggregated"] = [name for name, w in per_network.items() if w is not None]
+            record["groups"] = groups
+            record["client_weights"] = [float(weights.client_matrix[g, i]) for i, g in enumerate(groups)]
+            record["server_weights"] = weights.server_matrix[0].tolist()
+            if weights.cluster_scores is not None:  # KLD weights: the scores behind them, named as in as_dict
+                record["cluster_scores"] = weights.cluster_scores.tolist()
+                record["global_scores"] = weights.global_scores.tolist()
         self.history.append(record)
         log_json(trainer, record, f"round_{r:03d}.json", "weights")

@@ -19,9 +19,9 @@ from huscf_lightning.rounds import RoundState
 
 # The order in which round callbacks act at a round end.
 ROUND_STAGES = (
-    "exchange",  # what crossed the cuts this round (before anything else touches the wire)
     "cluster",  # who is grouped with whom
-    "aggregate",  # clients and server load their averages
+    "aggregate",  # clients and server load their averages (the weights they exchange cross the wire)
+    "exchange",  # what crossed the wire this round, the aggregation's weights included
     "evaluate",  # scores, samples and the utility test of the aggregated generators
     "report",  # everything that reads the above: pruning, user callbacks
 )

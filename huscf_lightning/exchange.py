@@ -66,6 +66,13 @@ class Wire:
             raise WireError(f"direction must be {UP!r} or {DOWN!r}, got {direction!r}")
         return _WireFunction.apply(tensor, self, Crossing(client, cut, direction))
 
+    def account(self, client: int, cut: str, direction: str, nbytes: int, kind: str) -> None:
+        """Count bytes that cross without a training tensor to carry: model weights at a round end, the data a
+        centralized baseline uploads, the labels MD-GAN's server draws for its generated batches."""
+        if direction not in (UP, DOWN):
+            raise WireError(f"direction must be {UP!r} or {DOWN!r}, got {direction!r}")
+        self.bytes[(client, cut, direction, kind)] += int(nbytes)
+
     def transport(self, tensor: Tensor, crossing: Crossing, gradient: bool) -> Tensor:
         """Move one tensor; the in-process wire only counts it. Override for compression/transport."""
         self._check(tensor, crossing.client, crossing.cut)

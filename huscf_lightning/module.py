@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from huscf_lightning.config import ConfigError, EvaluationSpec, FederationSpec, PlanSpec
-from huscf_lightning.exchange import Wire
+from huscf_lightning.exchange import DOWN, UP, Wire
 from huscf_lightning.federation.strategy import FederationStrategy, build_strategy
 from huscf_lightning.nets import BlockNetwork, ReferenceDiscriminator, ReferenceGenerator
 from huscf_lightning.rounds import RoundState
@@ -92,7 +92,7 @@ class HuSCFGAN(pl.LightningModule):
         self.plan_spec.validate()
         self.federation.validate()
         self.evaluation.validate()
-        self.strategy: FederationStrategy = build_strategy(self.federation)
+        self.strategy: FederationStrategy = build_strategy(self.federation, seed)
         self.rounds = rounds
         self.local_epochs = local_epochs
         self.z_dim = z_dim
@@ -172,6 +172,7 @@ class HuSCFGAN(pl.LightningModule):
                 num_classes=self.num_classes,
                 batch_size=batch_size,
                 progress_bar=progress_bar,
+                placement=self.strategy.placement,
             )
         G = SplitNetwork(self.generator_template, plan.head_tails("G"), "G", self.wire, self.batch_clients)
         D = SplitNetwork(self.discriminator_template, plan.head_tails("D"), "D", self.wire, self.batch_clients)
@@ -300,13 +301,16 @@ class HuSCFGAN(pl.LightningModule):
         labels = [y for _, y in batch]
         sizes = [x.shape[0] for x in reals]
         noise = torch.randn(sum(sizes), self.z_dim, generator=self._noise, device=self._noise.device).to(self.device)
-        fakes = self.G(list(noise.split(sizes)), labels)
+        fake_labels = self._server_drawn_labels(sizes) if self.plan.placement == "md_gan" else labels
+        fakes = self.G(list(noise.split(sizes)), fake_labels)
+        if self.plan.placement == "md_gan":
+            fakes = self._send_generated(fakes, fake_labels)
 
         keep = self._feature_block is not None and self.is_round_end(self.trainer)
         # No toggle_optimizer (a Python loop over every client's parameters, twice per step): the D loss
         # reaches no G parameter (the fakes are detached), and the G backward is restricted to G's
         # parameters with `inputs`, so autograd skips D's weight gradients as a toggle would.
-        d_fake = self.D([f.detach() for f in fakes], labels)
+        d_fake = self.D([f.detach() for f in fakes], fake_labels)
         if keep:  # the last step's activation is the round's clustering feature (METHOD.md), whenever the epoch ends
             d_real, self._round_activation = self.D.forward_keeping(reals, labels, self._feature_block)
         else:
@@ -317,13 +321,25 @@ class HuSCFGAN(pl.LightningModule):
         self.manual_backward(loss_d)
         opt_d.step()
 
-        loss_g = _client_bce(self.D(fakes, labels), 1.0, weights)
+        loss_g = _client_bce(self.D(fakes, fake_labels), 1.0, weights)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss_g, inputs=self._generator_parameters())
         opt_g.step()
 
         k = len(sizes)
         self.log_dict({"train/loss_d": loss_d.detach() / k, "train/loss_g": loss_g.detach() / k}, prog_bar=True)
+
+    def _server_drawn_labels(self, sizes: list[int]) -> list[Tensor]:
+        """MD-GAN: the labels the server conditions each client's generated batch on (uniform over classes)."""
+        drawn = torch.randint(self.num_classes, (sum(sizes),), generator=self._noise, device=self._noise.device)
+        return list(drawn.to(self.device).split(sizes))
+
+    def _send_generated(self, fakes: Sequence[Tensor], fake_labels: Sequence[Tensor]) -> list[Tensor]:
+        """MD-GAN: each generated batch and the labels it was drawn for go from the server to its client (the
+        images' gradient comes back over the wire in the G step); real data never leaves a client."""
+        for i, drawn in enumerate(fake_labels):
+            self.wire.account(i, "G.labels", DOWN, drawn.numel() * drawn.element_size(), "synthetic labels")
+        return [self.wire.send(fake, i, "G.out", DOWN) for i, fake in enumerate(fakes)]
 
     def _generator_parameters(self) -> list[Tensor]:
         """Every G parameter (client copies and server blocks), listed once and reused every step."""
@@ -332,13 +348,28 @@ class HuSCFGAN(pl.LightningModule):
         return self._g_params
 
     def _sample_weights(self, sizes: list[int]) -> Tensor:
-        """1 / n_i for each of client i's samples, made once per batch-size pattern and device (no
+        """1 / n_i for each of client i's samples (the sum over clients of each client's mean loss), or 1 / N for
+        all (the mean over one batch: centralized training). Made once per batch-size pattern and device (no
         host-to-device copy, so no wait for the GPU, on the step path)."""
         key = (tuple(sizes), self.device)
         if key not in self._loss_weights:
             counts = torch.tensor(sizes)
-            self._loss_weights[key] = torch.repeat_interleave(1.0 / counts, counts).to(self.device)
+            if self.plan.placement == "central":
+                counts = torch.full_like(counts, int(counts.sum()))
+            self._loss_weights[key] = torch.repeat_interleave(1.0 / counts, torch.tensor(sizes)).to(self.device)
         return self._loss_weights[key]
+
+    def on_train_start(self) -> None:
+        """A centralized baseline uploads every client's data once, before its first step: the wire counts it."""
+        if self.plan.placement != "central" or self.trainer.global_step > 0:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "client_data"):
+            return
+        for i in range(self.num_clients):
+            images, labels = datamodule.client_data(i)
+            nbytes = images.numel() * images.element_size() + labels.numel() * labels.element_size()
+            self.wire.account(i, "data", UP, nbytes, "raw data")
 
     # ----------------------------------------------------------------- generation
     @torch.no_grad()

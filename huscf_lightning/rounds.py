@@ -23,8 +23,8 @@ class RoundState:
 
     ``features``: (K, C, L) batch mean of every client's last real batch at the first D block every
     client runs on the server, as channels by positions (None when the federation strategy needs none). ``clusters``: (K,) the
-    cluster of every client, from the clustering callback. ``weights``: the aggregation that was
-    applied. ``metrics``: round metrics callbacks want to share (e.g. ``eval/score_mean``).
+    cluster of every client, from the clustering callback. ``weights``: per network (``"G"``, ``"D"``)
+    the aggregation that was applied, None where the strategy left the network as it was. ``metrics``: round metrics callbacks want to share (e.g. ``eval/score_mean``).
     """
 
     index: int
@@ -32,7 +32,7 @@ class RoundState:
     client_sizes: list[int]
     features: Tensor | None = None
     clusters: Tensor | None = None
-    weights: AggregationWeights | None = None
+    weights: dict[str, AggregationWeights | None] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
 
     @property

@@ -28,9 +28,9 @@ class EveryOtherRound(RoundCallback):
     def on_round_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, round: RoundState) -> None:
         self.history.append({
             "round": round.index,
-            "aggregated": round.weights is not None,
+            "aggregated": round.weights.get("G") is not None,
             "score_mean": round.metrics.get("eval/score_mean"),
-            "server_weights": round.weights.server_matrix[0].tolist(),
+            "server_weights": round.weights["G"].server_matrix[0].tolist(),
         })
 
 

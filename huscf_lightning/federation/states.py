@@ -61,6 +61,13 @@ def aggregate_network(net: SplitNetwork, weights: AggregationWeights) -> None:
     copy_tensors(dst, src)
 
 
+def client_state_bytes(net: SplitNetwork) -> list[int]:
+    """Per client: bytes of the state of the blocks it holds itself (what it sends, and receives, at aggregation)."""
+    return [
+        sum(t.numel() * t.element_size() for t in blocks.state_dict().values()) for blocks in net.client_blocks
+    ]
+
+
 def net_device(net: nn.Module) -> torch.device:
     """The device the network's parameters live on."""
     return next(net.parameters()).device

@@ -6,6 +6,11 @@ keep a discriminator block that every client runs on the server (the clustering 
 come from it), whether these clients can run it at all, and the aggregation weights of a round
 (warm-up included). In the spirit of Flower's ``Strategy``: a new rule is one subclass, registered
 by name with `register_strategy`, or named by its class path in ``federation.mode``.
+
+A method is a placement plus a strategy: HuSCF-GAN and its ablations split every client's networks
+(placement ``split``); the baselines the paper compares against put whole networks on one side
+(`SplitPlan.whole_networks`): FedGAN and local training on every client, MD-GAN's generator on the
+server with a discriminator per client, centralized training wholly on the server.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from huscf_lightning.federation.weights import (
     AggregationWeights,
     clustered_aggregation,
     fedavg_aggregation,
+    fedavg_weights,
     kld_clustered_aggregation,
 )
 from huscf_lightning.rounds import RoundState
@@ -38,9 +44,12 @@ class FederationStrategy:
     name: ClassVar[str] = ""
     needs_clusters: ClassVar[bool] = False
     needs_features: ClassVar[bool] = False
+    placement: ClassVar[str] = "split"
+    shares: ClassVar[str] = "cut-layer activations and their gradients"  # what leaves a client while training
 
-    def __init__(self, spec: FederationSpec | None = None) -> None:
+    def __init__(self, spec: FederationSpec | None = None, seed: int = 0) -> None:
         self.spec = spec or FederationSpec(mode=self.name or "fedavg")
+        self.seed = seed
 
     def check_clients(self, num_clients: int) -> None:
         """Raise a `ConfigError` naming the fix when this strategy cannot run with ``num_clients`` clients."""
@@ -52,6 +61,12 @@ class FederationStrategy:
     def round_mode(self, round_index: int) -> str:
         """The name of the rule a round used, for its record."""
         return "fedavg" if self.warming_up(round_index) else self.name
+
+    def round_weights(self, round: RoundState) -> dict[str, AggregationWeights | None]:
+        """Per network (``"G"``, ``"D"``): the weights its copies are averaged with this round, or None to
+        leave that network as it is. By default both networks get `weights`."""
+        weights = self.weights(round)
+        return {"G": weights, "D": weights}
 
     def weights(self, round: RoundState) -> AggregationWeights:
         """The weights of this round's aggregation: FedAvg while warming up, else `aggregate`."""
@@ -98,9 +113,9 @@ def strategy_class(mode: str) -> type[FederationStrategy]:
     return found
 
 
-def build_strategy(spec: FederationSpec) -> FederationStrategy:
-    """The strategy of the config's federation section."""
-    return strategy_class(spec.mode)(spec)
+def build_strategy(spec: FederationSpec, seed: int = 0) -> FederationStrategy:
+    """The strategy of the config's federation section, for a run seeded with ``seed``."""
+    return strategy_class(spec.mode)(spec, seed)
 
 
 @register_strategy
@@ -122,6 +137,11 @@ class Clustered(FederationStrategy):
     needs_features = True
 
     def check_clients(self, num_clients: int) -> None:
+        if num_clients < 2:
+            raise ConfigError(
+                f"federation.mode={self.name} clusters clients, which needs at least 2 clients; this run has "
+                f"{num_clients}. Use federation.mode=fedavg (or another non-clustering method) for one client."
+            )
         k = self.spec.k
         if isinstance(k, int) and not 1 <= k <= num_clients:
             raise ConfigError(
@@ -152,3 +172,74 @@ def _clusters(round: RoundState) -> torch.Tensor:
             "keep the one HuSCFGAN installs (it is added when the strategy's needs_clusters is true)."
         )
     return round.clusters
+
+
+@register_strategy
+class FedGAN(FedAvg):
+    """FedGAN (Rasouli et al. 2020): every client trains a whole G and D on its own data; both are FedAvg-ed
+    at every round end. No split, no server compute."""
+
+    name = "fedgan"
+    placement = "client"
+    shares = "model weights at round ends"
+
+
+@register_strategy
+class LocalOnly(FederationStrategy):
+    """Every client trains a whole G and D on its own data and never communicates (the lower bound)."""
+
+    name = "local"
+    placement = "client"
+    shares = "nothing"
+
+    def round_weights(self, round: RoundState) -> dict[str, AggregationWeights | None]:
+        return {"G": None, "D": None}
+
+
+@register_strategy
+class Centralized(FederationStrategy):
+    """One G and D trained on the server over the union of all clients' data (the no-privacy upper bound):
+    the clients' batches are one batch, the loss its mean, exactly an unsplit cGAN step."""
+
+    name = "centralized"
+    placement = "central"
+    shares = "raw data (images and labels)"
+
+    def round_weights(self, round: RoundState) -> dict[str, AggregationWeights | None]:
+        return {"G": None, "D": None}
+
+
+@register_strategy
+class MDGAN(FederationStrategy):
+    """MD-GAN (Hardy et al. 2019): one generator on the server, one discriminator per client. The server
+    sends each client a generated batch (and the labels it drew for it), the client returns the gradient
+    of its discriminator's loss with respect to those images; at every round end the discriminators are
+    swapped between clients along a seeded random derangement (each client's D moves to another client)."""
+
+    name = "md_gan"
+    placement = "md_gan"
+    shares = "synthetic data (generated images and their labels, server to clients)"
+
+    def check_clients(self, num_clients: int) -> None:
+        if num_clients < 2:
+            raise ConfigError(
+                f"federation.mode=md_gan swaps discriminators between clients, which needs at least 2 clients; this "
+                f"run has {num_clients}. Use federation.mode=centralized or local for one client."
+            )
+
+    def round_weights(self, round: RoundState) -> dict[str, AggregationWeights | None]:
+        return {"G": None, "D": discriminator_swap(round.num_clients, self.seed, round.index)}
+
+
+def discriminator_swap(num_clients: int, seed: int, round_index: int) -> AggregationWeights:
+    """Weights that move client π(i)'s discriminator to client i, π a seeded random derangement (no client
+    keeps its own): a permutation matrix, so each client loads exactly another client's weights."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + round_index)
+    while True:
+        source = torch.randperm(num_clients, generator=generator)
+        if not bool((source == torch.arange(num_clients)).any()):
+            break
+    matrix = torch.zeros(num_clients, num_clients, dtype=torch.float64)
+    matrix[torch.arange(num_clients), source] = 1.0
+    return AggregationWeights(torch.arange(num_clients), matrix, fedavg_weights(torch.ones(num_clients)))
+

@@ -1,7 +1,9 @@
 """A block network split U-shape across many clients and one server.
 
 Client ``i`` with cut (head h, tail t) runs blocks ``[0, h)`` and ``[n - t, n)`` on its own copies;
-blocks ``[h, n - t)`` run on the server. The server keeps ONE shared copy of every block that any
+blocks ``[h, n - t)`` run on the server. The baselines' whole-network placements are cuts too: (n, 0)
+keeps the whole network on the client, (0, 0) runs it wholly on the server, from inputs made there
+(MD-GAN's generator draws its own noise and labels) and with outputs that stay there. The server keeps ONE shared copy of every block that any
 client runs there and runs it once per step over the concatenation of the activations of all
 clients that need it. Every crossing of a cut goes through the `Wire`.
 
@@ -24,7 +26,7 @@ from torch.func import functional_call, vmap
 
 from huscf_lightning.exchange import DOWN, UP, Wire
 from huscf_lightning.nets import BlockNetwork, NetworkError
-from huscf_lightning.split.plan import check_head_tail
+from huscf_lightning.split.plan import check_head_tail, is_whole_network_cut
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,8 @@ class SplitNetwork(nn.Module):
         super().__init__()
         n = template.num_blocks
         for i, (h, t) in enumerate(head_tails):
-            check_head_tail(h, t, n, f"client {i}, network {name}")
+            if not is_whole_network_cut(h, t, n):
+                check_head_tail(h, t, n, f"client {i}, network {name}")
         self.name = name
         self.num_blocks = n
         self.head_tails = [tuple(ht) for ht in head_tails]
@@ -137,13 +140,18 @@ class SplitNetwork(nn.Module):
             self._run_local(j, [i for i in self.local_members[j] if active[i]], acts, labels)
             if now:
                 if now != members:
-                    parts = [acts[i] if i in members else self.wire.send(acts[i], i, f"{self.name}.head", UP) for i in now]
+                    # a whole network on the server (head 0) starts from inputs that are there already
+                    parts = [acts[i] if i in members or j == 0 else self.wire.send(acts[i], i, f"{self.name}.head", UP) for i in now]
                     sizes = [p.shape[0] for p in parts]
                     batch = torch.cat(parts) if len(parts) > 1 else parts[0]
-                batch = self.server_blocks[str(j)](batch)
+                block = self.server_blocks[str(j)]
+                batch = block(batch, torch.cat([labels[i] for i in now])) if j == 0 else block(batch)
                 if j == keep:
                     kept = ServerActivation(batch.detach(), now, list(sizes))
             members = now
+        if members:  # a network that ends on the server (tail 0): its outputs stay there
+            for i, part in zip(members, batch.split(sizes)):
+                acts[i] = part
         return acts, kept
 
     def _run_local(self, j: int, clients: list[int], acts: list[Tensor | None], labels: Sequence[Tensor | None]) -> None:

@@ -14,6 +14,25 @@ class PlanError(HuSCFError, ValueError):
     """A cut or plan that cannot be run; the message names the fix."""
 
 
+# Where a method puts the blocks of G and D. "split": every client's own cuts (HuSCF-GAN and its
+# ablations); the others put whole networks on one side, as the baselines do: "client" (FedGAN,
+# local training: G and D wholly on every client), "md_gan" (G wholly on the server, D on every
+# client), "central" (everything on the server, over all clients' data).
+PLACEMENTS = ("split", "client", "md_gan", "central")
+_ON_CLIENT, _ON_SERVER = "client", "server"
+_WHOLE = {"client": (_ON_CLIENT, _ON_CLIENT), "md_gan": (_ON_SERVER, _ON_CLIENT), "central": (_ON_SERVER, _ON_SERVER)}
+
+
+def whole_network_cut(side: str, num_blocks: int) -> tuple[int, int]:
+    """(head, tail) that puts a whole network on the client, (n, 0), or on the server, (0, 0)."""
+    return (num_blocks, 0) if side == _ON_CLIENT else (0, 0)
+
+
+def is_whole_network_cut(head: int, tail: int, num_blocks: int) -> bool:
+    """Whether (head, tail) puts the whole network on one side (a baseline's placement, not a split)."""
+    return (head, tail) in ((num_blocks, 0), (0, 0))
+
+
 @dataclass(frozen=True)
 class Cut:
     """One client's four cut points: blocks kept on the client at the start and end of G and D.
@@ -78,11 +97,20 @@ class SplitPlan:
     cuts: tuple[Cut, ...]
     g_blocks: int
     d_blocks: int
+    placement: str = "split"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cuts", tuple(self.cuts))
         if not self.cuts:
             raise PlanError("A split plan needs at least one client.")
+        if self.placement not in PLACEMENTS:
+            raise PlanError(f"Unknown placement {self.placement!r}; a plan's placement is one of {', '.join(PLACEMENTS)}.")
+        if self.placement != "split":
+            expected = Cut(*whole_network_cut(_WHOLE[self.placement][0], self.g_blocks),
+                           *whole_network_cut(_WHOLE[self.placement][1], self.d_blocks))
+            if any(cut != expected for cut in self.cuts):
+                raise PlanError(f"A {self.placement!r} plan gives every client the cut {expected.as_tuple()}.")
+            return
         for i, cut in enumerate(self.cuts):
             check_head_tail(cut.g_head, cut.g_tail, self.g_blocks, f"client {i}, generator")
             check_head_tail(cut.d_head, cut.d_tail, self.d_blocks, f"client {i}, discriminator")
@@ -100,7 +128,10 @@ class SplitPlan:
 
     def to_dict(self) -> dict:
         """Plain data for JSON and checkpoints (`from_dict` reads it back)."""
-        return {"g_blocks": self.g_blocks, "d_blocks": self.d_blocks, "cuts": [asdict(c) for c in self.cuts]}
+        data = {"g_blocks": self.g_blocks, "d_blocks": self.d_blocks, "cuts": [asdict(c) for c in self.cuts]}
+        if self.placement != "split":
+            data["placement"] = self.placement
+        return data
 
     def to_json(self) -> str:
         """The plan as JSON text (`from_json` reads it back)."""
@@ -111,7 +142,8 @@ class SplitPlan:
         """A validated plan from `to_dict` output; anything else is a `PlanError` naming the format."""
         try:
             cuts = tuple(Cut(**c) for c in data["cuts"])
-            return cls(cuts=cuts, g_blocks=int(data["g_blocks"]), d_blocks=int(data["d_blocks"]))
+            placement = str(data.get("placement", "split"))
+            return cls(cuts=cuts, g_blocks=int(data["g_blocks"]), d_blocks=int(data["d_blocks"]), placement=placement)
         except (KeyError, TypeError) as err:
             raise PlanError(
                 f"Not a split plan ({err}). A plan is JSON with keys 'g_blocks', 'd_blocks' and "
@@ -128,6 +160,15 @@ class SplitPlan:
         if not isinstance(data, dict):
             raise PlanError(f"Not a split plan: the JSON is a {type(data).__name__}, not an object with 'cuts'.")
         return cls.from_dict(data)
+
+    @classmethod
+    def whole_networks(cls, placement: str, num_clients: int, g_blocks: int, d_blocks: int) -> SplitPlan:
+        """The plan of a baseline placement ("client", "md_gan" or "central"): whole networks on one side."""
+        if placement not in _WHOLE:
+            raise PlanError(f"Unknown whole-network placement {placement!r}; use one of {', '.join(_WHOLE)}.")
+        g_side, d_side = _WHOLE[placement]
+        cut = Cut(*whole_network_cut(g_side, g_blocks), *whole_network_cut(d_side, d_blocks))
+        return cls(tuple(cut for _ in range(num_clients)), g_blocks, d_blocks, placement)
 
     @classmethod
     def uniform(cls, cut: Sequence[int], num_clients: int, g_blocks: int, d_blocks: int) -> SplitPlan:

@@ -19,6 +19,7 @@ from .devices import ProfileSet, assign_profiles, load_profiles
 from .exhaustive import exact_optimum
 from .ga import GaSettings, run_ga
 from .latency import LatencyModel
+from .whole_latency import whole_network_latency
 from .plan import Cut, PlanError, SplitPlan
 from .profile import GanProfile, profile_gan
 
@@ -182,7 +183,8 @@ def plan_latency(
     z_dim: int | None = None,
     num_classes: int | None = None,
 ) -> dict:
-    """Modeled iteration latency of any given plan (random, explicit or GA) under the device profiles.
+    """Modeled iteration latency of any given plan (random, explicit, GA, or a baseline's whole-network
+    placement: `whole_latency`) under the device profiles.
 
     Clients get their device types exactly as `select_cuts` assigns them for the same ``profiles``,
     ``assignment`` and ``seed``, so a GA plan scores its own ``latency_s`` and other plans are
@@ -195,6 +197,9 @@ def plan_latency(
     num_classes = _network_attribute(generator, "num_classes", num_classes)
     image_shape = _image_shape(generator, z_dim, num_classes)
     gan = profile_gan(generator, discriminator, batch_size, z_dim, image_shape, num_classes)
+    if plan.placement != "split":  # a baseline's whole networks on one side
+        report = whole_network_latency(plan.placement, gan, profile_set, client_profiles)
+        return {**report, "client_profiles": list(client_profiles)}
     if (gan.generator.num_blocks, gan.discriminator.num_blocks) != (plan.g_blocks, plan.d_blocks):
         raise PlanError(
             f"The plan cuts networks of {plan.g_blocks} (G) and {plan.d_blocks} (D) blocks, but the given networks "

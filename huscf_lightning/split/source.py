@@ -18,11 +18,14 @@ def build_plan(
     num_classes: int | None = None,
     batch_size: int = 64,
     progress_bar: bool = True,
+    placement: str = "split",
 ) -> tuple[SplitPlan, dict]:
     """The plan for ``num_clients`` clients, and its report: the modeled iteration latency under the
     configured device profiles (``latency_s``, ``breakdown``, ``client_profiles``), plus the search
     record when the GA or the exact solver chose the cuts. Every run gets a latency so runs compare in MLflow.
 
+    ``placement``: ``split`` takes the cuts from ``spec``; a baseline's placement (``client``, ``md_gan``,
+    ``central``: `SplitPlan.whole_networks`) ignores it.
     ``shared_d_block``: random, GA and exact plans keep a D block that every client runs on the server
     (clustered aggregation needs it); explicit and uniform plans are taken as given.
     ``batch_size``: the per-client training batch, at which the blocks are profiled. ``progress_bar``:
@@ -31,7 +34,9 @@ def build_plan(
     from huscf_lightning.split.selection import plan_latency, select_cuts
 
     g, d = generator.num_blocks, discriminator.num_blocks
-    if spec.source in ("ga", "exact"):
+    if placement != "split":  # a baseline: whole networks on one side, whatever the plan section says
+        plan = SplitPlan.whole_networks(placement, num_clients, g, d)
+    elif spec.source in ("ga", "exact"):
         selection = select_cuts(
             num_clients,
             generator,
@@ -48,7 +53,7 @@ def build_plan(
             batch_size=batch_size,
         )
         return selection.plan, selection.to_dict()
-    if spec.source == "uniform":
+    elif spec.source == "uniform":
         plan = SplitPlan.uniform(spec.cut, num_clients, g, d)
     elif spec.source == "explicit":
         plan = SplitPlan.explicit(spec.cuts or [], num_clients, g, d)
@@ -65,4 +70,4 @@ def build_plan(
         z_dim=z_dim,
         num_classes=num_classes,
     )
-    return plan, {"method": spec.source, **report}
+    return plan, {"method": spec.source if placement == "split" else placement, **report}
