@@ -24,6 +24,7 @@ from huscf_lightning.compare import (
     gains,
     load_compare,
     markdown_table,
+    prepare,
     run_comparison,
     summarize,
 )
@@ -184,9 +185,13 @@ def test_a_finished_comparison_reruns_nothing_and_rebuilds_its_table_from_the_ch
     client = MlflowClient(spec.tracking_uri)
     experiment = client.create_experiment("compare-tests")
     parent = client.create_run(experiment, tags={"compare.name": "tiny"}).info.run_id
+    fingerprints = prepare(spec, tmp_path).fingerprints
+    longer = compare_from_mapping(_spec(tmp_path, base_config, fixed={"model.rounds": 3}), folder=tmp_path)
+    assert set(prepare(longer, tmp_path).fingerprints.values()).isdisjoint(fingerprints.values())  # no reuse then
     logged = {}
     for number, cell in enumerate(spec.cells):
-        run = client.create_run(experiment, tags={MLFLOW_PARENT_RUN_ID: parent, "compare.cell": cell.key}).info.run_id
+        tags = {MLFLOW_PARENT_RUN_ID: parent, "compare.cell": cell.key, "compare.fingerprint": fingerprints[cell]}
+        run = client.create_run(experiment, tags=tags).info.run_id
         for step, scale in ((1, 0.5), (2, 1.0)):  # two rounds: the table takes the last
             client.log_metric(run, "eval/score/digits", scale * (2 + number), step=step)
             client.log_metric(run, "eval/score/glyphs", scale * (3 + number), step=step)

@@ -4,6 +4,8 @@ budget and evaluation protocol for all cells, every method able to run every sce
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ class PreparedComparison:
 
     fit: FitConfig
     overrides: dict[Cell, dict[str, Any]]
+    fingerprints: dict[Cell, str]
     domains: dict[str, list[str]]
     tracking_uri: str
     experiment_name: str
@@ -76,6 +79,14 @@ def _scenario_file(scenario: Scenario, folder: Path) -> str:
     return scenario.config
 
 
+def fingerprint(config: Any) -> str:
+    """A short hash of a cell's resolved fit config without its logger: a finished cell is reused only
+    when the spec still asks for exactly that fit."""
+    settings = {k: _plain(v) for k, v in config.as_dict().items() if k not in ("trainer", "config")}
+    settings["trainer"] = {k: v for k, v in _plain(config["trainer"]).items() if k != "logger"}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def method_problem(config: Any) -> str | None:
     """Why a resolved fit config cannot run (its method on its clients), or None when it can."""
     mode = config["model.federation.mode"]
@@ -118,6 +129,7 @@ def prepare(spec: CompareSpec, scenario_folder: Path) -> PreparedComparison:
 
     files = {s.name: _scenario_file(s, scenario_folder) for s in spec.scenarios}
     overrides: dict[Cell, dict[str, Any]] = {}
+    fingerprints: dict[Cell, str] = {}
     domains: dict[str, list[str]] = {}
     budgets: dict[str, dict[Any, list[str]]] = {key: {} for key in BUDGET_KEYS}
     inception = None
@@ -137,7 +149,9 @@ def prepare(spec: CompareSpec, scenario_folder: Path) -> PreparedComparison:
                 budgets[key].setdefault(repr(_plain(resolved[key])), []).append(f"{method.name} x {scenario.name}")
             inception = resolved["model.evaluation.inception_weights"]
             for seed in spec.seeds:
-                overrides[Cell(method.name, scenario.name, seed)] = {**cell_overrides, "seed_everything": seed}
+                cell = Cell(method.name, scenario.name, seed)
+                overrides[cell] = {**cell_overrides, "seed_everything": seed}
+                fingerprints[cell] = fingerprint(resolved if seed == spec.seeds[0] else fit.parse(overrides[cell], where))
     for key, values in budgets.items():
         if len(values) > 1:
             seen = "; ".join(f"{value} in {', '.join(cells)}" for value, cells in values.items())
@@ -147,4 +161,4 @@ def prepare(spec: CompareSpec, scenario_folder: Path) -> PreparedComparison:
                 f"and the scenario files."
             )
     features = "Inception features" if inception else "classifier features"
-    return PreparedComparison(fit, overrides, domains, uri, experiment, {"fid": f"FID ({features})"})
+    return PreparedComparison(fit, overrides, fingerprints, domains, uri, experiment, {"fid": f"FID ({features})"})

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 NAME_TAG = "compare.name"
 CELL_TAG = "compare.cell"
+FINGERPRINT_TAG = "compare.fingerprint"
 
 
 @dataclass(frozen=True)
@@ -91,23 +92,25 @@ def _parent_run(client: MlflowClient, experiment_id: str, spec: CompareSpec) -> 
     return client.create_run(experiment_id, run_name=f"compare-{spec.name}", tags={NAME_TAG: spec.name}).info.run_id
 
 
-def _finished_children(client: MlflowClient, experiment_id: str, parent: str) -> dict[str, Run]:
-    """The newest FINISHED child run of each cell; children left RUNNING by an interruption are marked KILLED."""
+def _finished_children(client: MlflowClient, experiment_id: str, parent: str) -> dict[tuple[str, str], Run]:
+    """The newest FINISHED child run of each (cell, fingerprint); children left RUNNING by an interruption are
+    marked KILLED."""
     children = client.search_runs(
         [experiment_id], filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = {_quoted(parent)}",
         order_by=["attributes.start_time DESC"],
     )
-    finished: dict[str, Run] = {}
+    finished: dict[tuple[str, str], Run] = {}
     for run in children:
         if run.info.status == "RUNNING":
             client.set_terminated(run.info.run_id, "KILLED")
         elif run.info.status == "FINISHED" and CELL_TAG in run.data.tags:
-            finished.setdefault(run.data.tags[CELL_TAG], run)
+            finished.setdefault((run.data.tags[CELL_TAG], run.data.tags.get(FINGERPRINT_TAG, "")), run)
     return finished
 
 
-def _cell_run(client: MlflowClient, experiment_id: str, parent: str, spec: CompareSpec, cell: Cell) -> str:
+def _cell_run(client: MlflowClient, experiment_id: str, parent: str, spec: CompareSpec, cell: Cell, fingerprint: str) -> str:
     tags = {
+        FINGERPRINT_TAG: fingerprint,
         MLFLOW_PARENT_RUN_ID: parent,
         NAME_TAG: spec.name,
         CELL_TAG: cell.key,
@@ -169,10 +172,11 @@ def run_comparison(spec: CompareSpec, on_cell: Callable[[CellOutcome, int, int],
         outcomes = []
         try:
             for index, cell in enumerate(cells, 1):
-                if cell.key in done:
-                    outcome = CellOutcome(cell, "skipped", done[cell.key].info.run_id, 0.0)
+                previous = done.get((cell.key, prepared.fingerprints[cell]))
+                if previous is not None:
+                    outcome = CellOutcome(cell, "skipped", previous.info.run_id, 0.0)
                 else:
-                    run_id = _cell_run(client, experiment_id, parent, spec, cell)
+                    run_id = _cell_run(client, experiment_id, parent, spec, cell, prepared.fingerprints[cell])
                     started = time.perf_counter()
                     error = _run_cell(client, prepared, cell, run_id)
                     state = "failed" if error else "finished"
