@@ -14,6 +14,7 @@ from huscf_lightning.errors import HuSCFError
 
 # Commands beside LightningCLI's fit/validate/test: name -> (module with add_arguments/run, description).
 COMMANDS = {
+    "compare": ("compare_command", "Methods x scenarios x seeds on one budget, each cell a nested MLflow run; the table."),
     "cuts": ("cuts_command", "Cut-point selection alone: latency model and GA over device profiles."),
     "evaluate": ("evaluate_command", "Utility test of a saved run's generators, from its checkpoint."),
     "sweep": ("sweep_command", "Optuna sweep of fit runs, each trial a nested MLflow run."),
