@@ -221,7 +221,7 @@ def test_a_finished_comparison_reruns_nothing_and_rebuilds_its_table_from_the_ch
     [
         ({"methods": ["fedavg", "kld_clusterd"]}, "unknown method(s) ['kld_clusterd']"),
         ({"scenarios": {"one": {"data": {"domains": [{"name": "digits", "clients": 1}]}}}},
-         "Method 'huscf' on scenario 'one' cannot run: federation mode kld_clustered clusters clients, which needs at least 2"),
+         "Method 'huscf' on scenario 'one' cannot run: federation.mode=kld_clustered clusters clients, which needs at least 2 clients"),
         ({"methods": {**METHODS, "longer": {"model.federation.mode": "fedavg", "model.rounds": 3}}},
          "The budget differs between cells: model.rounds is 2 in fedavg x two, huscf x two; 3 in longer x two"),
         ({"methods": {**METHODS, "bigger": {"data.batch_size": 16}}}, "Method 'bigger' sets ['data.batch_size']"),
@@ -282,7 +282,7 @@ def test_row_order_and_methods_shorthand() -> None:
         "name": "x", "methods": ["fedavg", "kld_clustered"], "scenarios": {"s": SCENARIO}, "seeds": [0, 1],
     })
     assert spec.ours == "kld_clustered"
-    assert [m.overrides for m in spec.methods] == [{"model.method": "fedavg"}, {"model.method": "kld_clustered"}]
+    assert [m.overrides for m in spec.methods] == [{"model.federation.mode": "fedavg"}, {"model.federation.mode": "kld_clustered"}]
     assert [c.label for c in spec.cells] == [
         "fedavg x s x seed 0", "kld_clustered x s x seed 0", "fedavg x s x seed 1", "kld_clustered x s x seed 1",
     ]

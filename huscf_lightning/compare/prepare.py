@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from huscf_lightning.config import ConfigError, FederationSpec
+from huscf_lightning.federation.strategy import build_strategy
 from huscf_lightning.compare.spec import Cell, CompareError, CompareSpec, Scenario
 from huscf_lightning.sweep import FitConfig
 
@@ -88,17 +90,22 @@ def fingerprint(config: Any) -> str:
 
 
 def method_problem(config: Any) -> str | None:
-    """Why a resolved fit config cannot run (its method on its clients), or None when it can."""
-    mode = config["model.federation.mode"]
-    k = config["model.federation.k"]
+    """Why a resolved fit config cannot run (its method on its clients), or None when it can: the method's
+    federation strategy checks the clients, as the fit does before it trains."""
     clients = sum(int(d.clients) for d in config["data.domains"])
-    if mode == "fedavg":
-        return None
-    if clients < 2:
-        return f"federation mode {mode} clusters clients, which needs at least 2 clients; the scenario has {clients}"
-    if isinstance(k, int) and k > clients:
-        return f"federation mode {mode} with k = {k} clusters needs at least {k} clients; the scenario has {clients}"
-    if k == "auto" and clients < 3:
+    spec = FederationSpec(
+        mode=config["model.federation.mode"],
+        k=config["model.federation.k"],
+        k_range=list(config["model.federation.k_range"]),
+        alpha=config["model.federation.alpha"],
+        warmup_rounds=config["model.federation.warmup_rounds"],
+    )
+    try:
+        strategy = build_strategy(spec)
+        strategy.check_clients(clients)
+    except ConfigError as err:
+        return str(err).rstrip(".")
+    if strategy.needs_clusters and spec.k == "auto" and clients < 3:
         return f"k: auto compares silhouette scores, which needs at least 3 clients; the scenario has {clients}"
     return None
 

@@ -1,7 +1,7 @@
 """What a comparison runs: methods x scenarios x seeds, read from a YAML spec in ``configs/compare/``.
 
 A method is a name plus fit overrides (``{fedavg: {model.federation.mode: fedavg}}``, or just a
-method name, shorthand for ``{NAME: {model.method: NAME}}``); a scenario is a fit config file
+method name, shorthand for ``{NAME: {model.federation.mode: NAME}}``); a scenario is a fit config file
 holding a ``data:`` section, or such a section inline. ``base_config`` and ``fixed`` give the
 shared budget and evaluation sizes. This module reads and shapes the spec; checking it against the
 fit parser is `huscf_lightning.compare.prepare`'s job.
@@ -20,7 +20,8 @@ import yaml
 
 from huscf_lightning.errors import HuSCFError
 
-# The methods the fit knows by name (model.method): the baselines and the split variants (kld_clustered = HuSCF-GAN).
+# The methods the fit knows by name (model.federation.mode): the baselines and the split variants (kld_clustered =
+# HuSCF-GAN). A strategy a user registers is a method too; give it as {name: {model.federation.mode: ...}}.
 METHOD_NAMES = ("centralized", "local", "fedgan", "md_gan", "fedavg", "clustered", "kld_clustered")
 SPEC_KEYS = ("name", "methods", "scenarios", "seeds", "base_config", "fixed", "ours", "tracking_uri", "experiment_name")
 
@@ -122,7 +123,7 @@ class CompareSpec:
 
 
 def _methods(entry: object, where: str) -> tuple[Method, ...]:
-    """Methods from a list of names (each becomes ``{model.method: NAME}``) or a mapping name -> overrides."""
+    """Methods from a list of names (each becomes ``{model.federation.mode: NAME}``) or a mapping name -> overrides."""
     if isinstance(entry, list):
         unknown = [n for n in entry if n not in METHOD_NAMES]
         if unknown:
@@ -133,7 +134,7 @@ def _methods(entry: object, where: str) -> tuple[Method, ...]:
             )
         if len(set(entry)) != len(entry):
             raise CompareError(f"{where}: methods {entry} name a method twice; list each once.")
-        return tuple(Method(name, {"model.method": name}) for name in entry)
+        return tuple(Method(name, {"model.federation.mode": name}) for name in entry)
     if isinstance(entry, Mapping):
         bad = [n for n, o in entry.items() if not isinstance(o, Mapping) and o is not None]
         if bad:
