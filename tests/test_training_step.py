@@ -7,12 +7,13 @@ import copy
 
 import lightning.pytorch as pl
 import torch
-from torch.nn import functional as F
 
 from huscf_lightning.callbacks import ClusteringRound
 from huscf_lightning.config import EvaluationSpec, FederationSpec, PlanSpec
 from huscf_lightning.data import DomainSpec, HuSCFDataModule
 from huscf_lightning.module import HuSCFGAN
+
+from cgan_reference import assert_same_state, cgan_step
 
 
 class FirstBatch(pl.Callback):
@@ -41,25 +42,10 @@ def test_one_client_step_equals_a_hand_written_unsplit_cgan_step(tmp_path) -> No
     trainer.fit(model, data)
 
     (x, y), = first.batch
-    opt_g = torch.optim.Adam(G.parameters(), lr=1e-3, betas=(0.4, 0.99))
-    opt_d = torch.optim.Adam(D.parameters(), lr=5e-4, betas=(0.4, 0.99))
     z = torch.randn(len(y), 100, generator=torch.Generator().manual_seed(3))
-    fake = G(z, y)
-    d_fake, d_real = D(fake.detach(), y), D(x, y)
-    loss_d = F.binary_cross_entropy(d_real, torch.ones_like(d_real)) + F.binary_cross_entropy(d_fake, torch.zeros_like(d_fake))
-    opt_d.zero_grad()
-    loss_d.backward()
-    opt_d.step()
-    out = D(fake, y)
-    loss_g = F.binary_cross_entropy(out, torch.ones_like(out))
-    opt_g.zero_grad()
-    loss_g.backward()
-    opt_g.step()
-
+    cgan_step(G, D, x, y, z, lr_g=1e-3, lr_d=5e-4, betas=(0.4, 0.99))
     for name, split, unsplit in (("G", model.G, G), ("D", model.D, D)):
-        trained = split.client_path(0).state_dict()
-        for key, value in unsplit.state_dict().items():  # parameters and batch-norm statistics
-            torch.testing.assert_close(trained[key], value, msg=lambda m, key=key: f"{name} {key}: {m}")
+        assert_same_state(split.client_path(0).state_dict(), unsplit, name)
 
 
 class RecordingClustering(ClusteringRound):
