@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import re
 import sys
 import time
 import warnings
@@ -40,31 +39,41 @@ def config_keys(config: object) -> list[str]:
     return sorted({*leaves, *groups})
 
 
-_UNKNOWN_KEY_PATTERNS = (
-    re.compile(r"unrecognized arguments: (.*)"),  # on the command line: --model.roundz=2
-    re.compile(r"does not accept option '([^']+)'"),  # in a config file
-    re.compile(r"Option '([^']+)' is not accepted"),  # inside a section such as model.federation
-)
+def _exception_chain(ex: BaseException | None) -> list[BaseException]:
+    """``ex`` and the exceptions it was raised from, outermost first."""
+    chain = []
+    while ex is not None and ex not in chain:
+        chain.append(ex)
+        ex = ex.__cause__ or ex.__context__
+    return chain
 
 
-def _unknown_keys(message: str) -> list[str]:
-    """The keys a jsonargparse error message says are unknown."""
-    found = []
-    for pattern in _UNKNOWN_KEY_PATTERNS:
-        for match in pattern.findall(message):
-            found += [token.split("=", 1)[0].lstrip("-") for token in match.split() if not token.startswith("=")]
-    return [key for key in dict.fromkeys(found) if key]
+def _parse_problem(message: str, ex: BaseException | None) -> tuple[list[str], str]:
+    """(unknown keys, value problem) of a jsonargparse error.
 
-
-def _innermost_problem(message: str) -> str:
-    """One sentence from a jsonargparse value error: for a section such as ``model.federation`` (a union of
-    a settings class and None), the key inside it and what it expected, not the whole union report."""
-    outer = re.match(r'Parser key "([^"]+)"', message)
-    inner = re.search(r'Problem with given class_path [^:]+:\s*Parser key "([^"]+)":\s*(Expected .*?Got value: \S+)', message, re.S)
-    if outer and inner:
-        return f"{outer.group(1)}.{inner.group(1)}: {' '.join(inner.group(2).split())}."
-    text = " ".join(message.split())
-    return text if text.endswith(".") else f"{text}."
+    jsonargparse raises a KeyError (its NSKeyError) for a key no parser accepts and chains a nested section's error (e.g.
+    inside ``model.federation``) under the outer one, each level's message starting ``Parser key "<key>"``:
+    the chain gives the key's full path and the innermost exception the problem itself. Unrecognized
+    command-line options come without an exception, listed in the message.
+    """
+    chain = _exception_chain(ex)
+    if not chain:
+        listed = message.partition(":")[2].split() if message.startswith("unrecognized arguments") else []
+        return [token.split("=", 1)[0].lstrip("-") for token in listed if token.startswith("--")], ""
+    texts = [str(e.args[0]) if e.args else str(e) for e in chain]
+    path: list[str] = []
+    for text in texts:
+        if text.startswith('Parser key "'):
+            key = text.split('"')[1]
+            if key not in path:
+                path.append(key)
+    unknown = [text.split("'")[-2] for e, text in zip(chain, texts) if isinstance(e, KeyError) and text.count("'") >= 2]
+    if unknown:
+        return [".".join([*path, unknown[-1]])], ""
+    problem = " ".join(texts[-1].split())
+    if problem.startswith("Expected a <class 'float'>"):
+        problem += ". A float setting takes a finite number, e.g. 2e-4"
+    return [], f'Parser key "{".".join(path)}": {problem}.' if path else f"{problem.rstrip('.')}."
 
 
 class HuSCFArgumentParser(LightningArgumentParser):
@@ -78,7 +87,7 @@ class HuSCFArgumentParser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:  # programmatic parsing (the sweep's checks) wants the exception
             super().error(message, ex)
-        unknown = _unknown_keys(message)
+        unknown, problem = _parse_problem(message, ex)
         if unknown:
             known = self._known_keys()
             hints = []
@@ -90,7 +99,7 @@ class HuSCFArgumentParser(LightningArgumentParser):
                 hints.append(f"{key!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
             text = f"unknown config key(s) {'; '.join(hints)}."
         else:
-            text = _innermost_problem(message)
+            text = problem
         sys.stderr.write(
             f"error: {text} See every key and its current value with `python -m huscf_lightning fit --print_config`, "
             f"and the options with `python -m huscf_lightning fit --help`.\n"

@@ -22,6 +22,7 @@ import requests
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from huscf_lightning.errors import HuSCFError
@@ -169,8 +170,12 @@ def open_store(uri: str) -> MlflowClient:
 
 
 def end_run_if_running(client: MlflowClient, run_id: str, status: str, tags: dict[str, str]) -> bool:
-    """Mark a run that is still RUNNING as ended with ``status`` (e.g. KILLED) and tag why; True if it was."""
-    run = client.get_run(run_id)
+    """Mark a run that is still RUNNING as ended with ``status`` (e.g. KILLED) and tag why; True if it was
+    (False also when the run is not in this store)."""
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return False
     if run.info.status != RunStatus.to_string(RunStatus.RUNNING):
         return False
     for key, value in tags.items():
