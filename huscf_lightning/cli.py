@@ -25,7 +25,7 @@ from huscf_lightning.config import ConfigError, check_optimiser_settings
 from huscf_lightning.data import HuSCFDataModule
 from huscf_lightning.module import HuSCFGAN
 from huscf_lightning.preflight import check_before_run
-from huscf_lightning.tracking import check_tracking_uri, log_text, mlflow_logger, open_store
+from huscf_lightning.tracking import check_tracking_uri, log_text, mlflow_logger, open_store, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,9 @@ class HuSCFArgumentParser(LightningArgumentParser):
 
 
 # Config keys that are not settings of the run: jsonargparse's and LightningCLI's own bookkeeping, the config
-# files given, the checkpoint resumed and where the run is tracked (config.yaml keeps them all).
-_NOT_PARAMS = ("config", "__default_config__", "__path__", "_instantiator", "ckpt_path", "tracking_uri")
+# files given, the checkpoint resumed, where the run is tracked and the run's own identity (config.yaml keeps
+# them all).
+_NOT_PARAMS = ("config", "__default_config__", "__path__", "_instantiator", "ckpt_path", "tracking_uri", "run_id", "run_name")
 
 
 def run_params(config: dict) -> dict[str, Any]:
@@ -215,7 +216,9 @@ class HuSCFCLI(LightningCLI):
             candidates = list(root.glob("checkpoints/last.ckpt"))
             where = f"{root / 'checkpoints'}"
         else:
-            experiment = open_store(self.tracking_uri).get_experiment_by_name(logger_args.experiment_name)
+            store_file = sqlite_path(self.tracking_uri)
+            exists = store_file is None or store_file.is_file()
+            experiment = open_store(self.tracking_uri).get_experiment_by_name(logger_args.experiment_name) if exists else None
             candidates = list(root.glob(f"{experiment.experiment_id}/*/checkpoints/last.ckpt")) if experiment else []
             where = f"the runs of experiment {logger_args.experiment_name!r} under {root}"
         if not candidates:
@@ -238,7 +241,8 @@ class HuSCFCLI(LightningCLI):
         default checkpoint (every epoch) is replaced; a ModelCheckpoint the user configured is kept, and when it
         saves a ``last.ckpt`` itself, it is the one that does. The run's params are the config (`MLflowSaveConfig`):
         the module's hyperparameters are not logged a second time."""
-        configured = [c for c in self.trainer.callbacks if isinstance(c, ModelCheckpoint) and c is not self._default_checkpoint()]
+        lightning_default = self._default_checkpoint()
+        configured = [c for c in self.trainer.callbacks if isinstance(c, ModelCheckpoint) and c is not lightning_default]
         others = [c for c in self.trainer.callbacks if not isinstance(c, ModelCheckpoint)]
         own_last = any(c.save_last for c in configured)
         per_round = [] if own_last else [RoundCheckpoint()]

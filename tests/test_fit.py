@@ -168,8 +168,10 @@ def test_wire_carries_exactly_the_cut_activations_and_gradients_of_training(tmp_
     ("args", "message"),
     [
         (["--model.roundz=1"], ("unknown config key(s) 'model.roundz'", "did you mean model.rounds", "--print_config")),
-        (["--model.federation.alpah=2"], ("'alpah'", "did you mean model.federation.alpha")),
+        (["--model.federation.alpah=2"], ("'model.federation.alpah'", "did you mean model.federation.alpha")),
         (["--model.rounds=many"], ('"model.rounds"', "Got value: many")),
+        (["--model.lr_d=nan"], ('"model.lr_d"', "Got value: nan", "takes a finite number")),
+        (["--model.federation.alpha=x"], ('"model.federation.alpha"', "Got value: x")),
         (["--data.domains=[{name: mnist9k, clients: 2}]"], ("Unknown domain 'mnist9k'", "Known domains: digits", "register_domain")),
         (["--model.plan.source=uniform", "--model.plan.cut=[2,3,1,1]"], ("head + tail <= 4", "Valid (head, tail) pairs")),
         (["--data.domains=[{name: fashion_mnist, clients: 2, root: /nonexistent/fmnist}]"],
