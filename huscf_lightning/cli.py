@@ -196,7 +196,7 @@ class HuSCFCLI(LightningCLI):
             )
         config.trainer.max_epochs = epochs
         check_optimiser_settings(config.model.lr_g, config.model.lr_d, config.model.betas)
-        logger_args = _mlflow_logger_args(config)
+        logger_args = self.logger_args = _mlflow_logger_args(config)
         self.tracking_uri = getattr(logger_args, "tracking_uri", None)
         if self.tracking_uri:
             check_tracking_uri(self.tracking_uri)
@@ -267,7 +267,7 @@ class HuSCFCLI(LightningCLI):
         if datamodule is not None:
             check_before_run(model, datamodule, ckpt_path, progress_bar=self.trainer.progress_bar_callback is not None)
         if self.tracking_uri:
-            open_store(self.tracking_uri)
+            open_store(self.tracking_uri, self.logger_args.experiment_name, self.logger_args.get("artifact_location"))
         try:
             self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
         except SystemExit:

@@ -161,11 +161,14 @@ def store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def open_store(uri: str) -> MlflowClient:
-    """A client of the store, with its tables created (under `store_lock`) before any run is."""
+def open_store(uri: str, experiment_name: str | None = None, artifact_location: str | None = None) -> MlflowClient:
+    """A client of the store, with its tables and (when named) the experiment created under `store_lock`, so
+    that fits starting together neither create the tables twice nor the experiment twice."""
     with store_lock(uri):
         client = MlflowClient(uri)
         client.search_experiments(max_results=1)
+        if experiment_name is not None and client.get_experiment_by_name(experiment_name) is None:
+            client.create_experiment(experiment_name, artifact_location=artifact_location)
     return client
 
 
