@@ -339,11 +339,13 @@ def _check_files(args: list[str]) -> None:
         except OSError:
             continue  # a missing file is the parser's own clear error
         except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+            mark, start = getattr(err, "problem_mark", None), getattr(err, "context_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            if start is not None and err.context:
+                where += f" ({err.context} that starts at line {start.line + 1}, column {start.column + 1})"
             problem = getattr(err, "problem", None) or str(err).splitlines()[0]
             raise ConfigError(
-                f"The config file {path} is not valid YAML: {problem} at {where}. Fix that line (mind the "
+                f"The config file {path} is not valid YAML: {problem}{where}. Fix that line (mind the "
                 "indentation, brackets and quotes), or check it with `python -c \"import yaml; yaml.safe_load(open('"
                 f"{path}'))\"`."
             ) from err

@@ -138,6 +138,6 @@ def check_optimiser_settings(lr_g: float, lr_d: float, betas: object) -> None:
     pair = list(betas) if isinstance(betas, (list, tuple)) else None
     if pair is None or len(pair) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in pair):
         raise ConfigError(
-            f"model.betas is {betas}, but Adam's betas are two numbers in [0, 1); set e.g. "
+            f"model.betas is {pair if pair is not None else betas}, but Adam's betas are two numbers in [0, 1); set e.g. "
             "--model.betas=[0.5,0.999] (the paper's values)."
         )

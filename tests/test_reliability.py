@@ -82,8 +82,8 @@ def _checkpoint_with(tmp_path: Path, plan: SplitPlan, sizes: list[int]) -> str:
         (["--data.domains=[{name: fashion_mnist, clients: 2, root: /nonexistent/fmnist}]"], ("/nonexistent/fmnist", "root:")),
         (["--model.federation.k=9"], ("federation.k = 9", "between 1 and 4")),
         (["--model.plan.source=explicit", "--model.plan.cuts=[[1,1,1,1]]"], "explicit"),
-        (["--model.plan.source=uniform", "--model.plan.cut=[1,3,1,1]", "--model.federation.mode=clustered"],
-         ("share none", "federation.mode=fedavg")),
+        (["--model.plan.source=explicit", "--model.plan.cuts=[[1,1,1,3],[1,1,3,1],[1,1,1,3],[1,1,3,1]]",
+          "--model.federation.mode=clustered"], ("share none", "federation.mode=fedavg")),
         (["--model.num_classes=5"], "--model.num_classes=10"),
         (["--model.lr_d=-0.001"], ("model.lr_d is -0.001", "finite number > 0", "--model.lr_d=2e-4")),
         (["--model.lr_g=.nan"], ("model.lr_g is nan", "finite number > 0")),
@@ -91,7 +91,7 @@ def _checkpoint_with(tmp_path: Path, plan: SplitPlan, sizes: list[int]) -> str:
         (["--model.betas=[1.5,0.999]"], ("model.betas is [1.5, 0.999]", "in [0, 1)")),
         ("OTHER_PLAN", ("another split plan", "plan.json")),
         ("OTHER_CLIENTS", ("was trained on 4 clients", "data section")),
-        ("BROKEN_YAML", ("broken.yaml is not valid YAML", "line 3")),
+        ("BROKEN_YAML", ("broken.yaml is not valid YAML", "at line 4, column 7", "flow sequence that starts at line 3")),
     ],
 )
 def test_bad_input_is_one_paragraph_and_adds_no_run_to_the_store(
