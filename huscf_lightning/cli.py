@@ -25,7 +25,7 @@ from huscf_lightning.config import ConfigError, check_optimiser_settings
 from huscf_lightning.data import HuSCFDataModule
 from huscf_lightning.module import HuSCFGAN
 from huscf_lightning.preflight import check_before_run
-from huscf_lightning.tracking import check_tracking_uri, log_text, mlflow_logger, open_store, sqlite_path
+from huscf_lightning.tracking import check_tracking_uri, log_text, mlflow_logger, open_store
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +202,8 @@ class HuSCFCLI(LightningCLI):
             check_tracking_uri(self.tracking_uri)
         if not self.subcommand:  # parsed only (the sweep's checks): nothing to resume or name
             return
+        if self.tracking_uri:  # MLFlowLogger opens the store when it is built: its tables are made here, in turn
+            open_store(self.tracking_uri)
         if config.get("ckpt_path") == "last":
             config.ckpt_path = self._latest_checkpoint(config, logger_args)
             self._restore_checkpoint_hparams(config.ckpt_path)
@@ -216,9 +218,7 @@ class HuSCFCLI(LightningCLI):
             candidates = list(root.glob("checkpoints/last.ckpt"))
             where = f"{root / 'checkpoints'}"
         else:
-            store_file = sqlite_path(self.tracking_uri)
-            exists = store_file is None or store_file.is_file()
-            experiment = open_store(self.tracking_uri).get_experiment_by_name(logger_args.experiment_name) if exists else None
+            experiment = open_store(self.tracking_uri).get_experiment_by_name(logger_args.experiment_name)
             candidates = list(root.glob(f"{experiment.experiment_id}/*/checkpoints/last.ckpt")) if experiment else []
             where = f"the runs of experiment {logger_args.experiment_name!r} under {root}"
         if not candidates:
