@@ -8,7 +8,7 @@ import subprocess
 
 import lightning.pytorch as pl
 
-from huscf_lightning.tracking import log_json, log_round_metrics, log_text, mlflow_logger
+from huscf_lightning.tracking import end_run_if_running, log_json, log_round_metrics, log_text, mlflow_logger
 
 
 def git_commit() -> str | None:
@@ -24,7 +24,9 @@ class RunRecord(pl.Callback):
     """Logs the split plan, the GA's report and modeled latency, the data partition and run tags.
 
     A resumed fit logs them too (it usually lands in a new MLflow run), tagged with the run it
-    continues (``resumed_from_run``) and the round it starts from (``resumed_at_round``).
+    continues (``resumed_from_run``) and the round it starts from (``resumed_at_round``). A continued
+    run still marked RUNNING had its process killed (a run that ends, even by Ctrl-C, is marked so):
+    it is marked KILLED, tagged ``resumed_by_run``.
     """
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -54,8 +56,13 @@ class RunRecord(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The link to the run a resumed fit continues (the epoch counter is restored only by now)."""
-        if pl_module.resumed_from_run is not None:
-            _set_tags(trainer, {"resumed_from_run": pl_module.resumed_from_run, "resumed_at_round": str(pl_module.current_round)})
+        previous = pl_module.resumed_from_run
+        if previous is None:
+            return
+        _set_tags(trainer, {"resumed_from_run": previous, "resumed_at_round": str(pl_module.current_round)})
+        logger = mlflow_logger(trainer)
+        if logger is not None and previous != logger.run_id:
+            end_run_if_running(logger.experiment, previous, "KILLED", {"resumed_by_run": logger.run_id})
 
 
 def _set_tags(trainer: pl.Trainer, tags: dict[str, str]) -> None:

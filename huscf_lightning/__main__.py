@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     except HuSCFError as err:  # the package's own errors are one paragraph naming the fix
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before training started (during training the fit itself reports it)
+        print("\nInterrupted before training started; nothing was tracked.", file=sys.stderr)
+        return 130
     finally:
         package_log.removeHandler(handler)
 

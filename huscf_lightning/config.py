@@ -125,3 +125,19 @@ class EvaluationSpec:
                 f"utility_epochs >= 1; got {self.every_n_rounds}, {self.num_samples}, {self.utility_samples}, "
                 f"{self.utility_epochs}."
             )
+
+
+def check_optimiser_settings(lr_g: float, lr_d: float, betas: object) -> None:
+    """Raise a `ConfigError` for learning rates or Adam betas that torch would reject only once training starts."""
+    for name, value in (("lr_g", lr_g), ("lr_d", lr_d)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ConfigError(
+                f"model.{name} is {value}, but a learning rate must be a finite number > 0; set e.g. "
+                f"--model.{name}=2e-4 (the paper's value)."
+            )
+    pair = list(betas) if isinstance(betas, (list, tuple)) else None
+    if pair is None or len(pair) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in pair):
+        raise ConfigError(
+            f"model.betas is {pair if pair is not None else betas}, but Adam's betas are two numbers in [0, 1); set e.g. "
+            "--model.betas=[0.5,0.999] (the paper's values)."
+        )

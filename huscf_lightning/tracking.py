@@ -6,9 +6,13 @@ logger) still trains: the helpers then do nothing beyond a debug message.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -17,6 +21,9 @@ import lightning.pytorch as pl
 import requests
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
+from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
 from huscf_lightning.errors import HuSCFError
 
@@ -27,17 +34,23 @@ class TrackingError(HuSCFError, ValueError):
     """An MLflow store that cannot be used; the message names the fix."""
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` tracking URI (None for other stores and in-memory SQLite)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///")
+    return None if path in ("", ":memory:") else Path(path)
+
+
 def check_tracking_uri(uri: str) -> None:
     """Fail fast on a store MLflow cannot use: a server that does not answer (MLflow itself would
-    retry for minutes) or a SQLite file whose folder does not exist (a deep SQLAlchemy error)."""
+    retry for minutes), a SQLite file whose folder does not exist (a deep SQLAlchemy error), or one
+    that cannot be written (MLflow retries for about 100 s, then SQLite reports a read-only database)."""
     parsed = urlparse(uri)
     if parsed.scheme == "sqlite":
-        path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
-        if path is not None and str(path) != ":memory:" and not path.resolve().parent.is_dir():
-            raise TrackingError(
-                f"The MLflow store {uri} is a SQLite file in {path.resolve().parent}, which does not exist. Create "
-                f"the folder first, or give another tracking URI, e.g. sqlite:///mlflow.db."
-            )
+        path = sqlite_path(uri)
+        if path is not None:
+            _check_sqlite_file(uri, path)
         return
     if parsed.scheme not in ("http", "https"):
         return
@@ -105,3 +118,70 @@ def log_figure(trainer: pl.Trainer, figure: Any, name: str, artifact_path: str |
         file = Path(tmp) / name
         figure.savefig(file, dpi=100, bbox_inches="tight")
         log_artifact_file(trainer, file, artifact_path)
+
+
+def _check_sqlite_file(uri: str, path: Path) -> None:
+    """The SQLite store's folder exists, and the folder (SQLite writes its journal there) and the file are writable."""
+    folder = path.resolve().parent
+    if not folder.is_dir():
+        raise TrackingError(
+            f"The MLflow store {uri} is a SQLite file in {folder}, which does not exist. Create "
+            f"the folder first, or give another tracking URI, e.g. sqlite:///mlflow.db."
+        )
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        if path.exists():
+            with path.open("r+b"):
+                pass
+    except OSError as err:
+        raise TrackingError(
+            f"The MLflow store {uri} cannot be written ({err.strerror or type(err).__name__}: "
+            f"{err.filename or path}): SQLite needs to write both the file and its folder {folder}. Run from a "
+            f"writable folder, or give a store in one with --trainer.logger.init_args.tracking_uri="
+            f"sqlite:////writable/folder/mlflow.db."
+        ) from err
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on a SQLite store while it is first opened (MLflow creates its tables then:
+    two fits starting together in a fresh folder would both try, and one would fail). Other stores: no lock."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+    lock_file = Path(tempfile.gettempdir()) / f"huscf-mlflow-{key}.lock"
+    with lock_file.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def open_store(uri: str, experiment_name: str | None = None, artifact_location: str | None = None) -> MlflowClient:
+    """A client of the store, with its tables and (when named) the experiment created under `store_lock`, so
+    that fits starting together neither create the tables twice nor the experiment twice."""
+    with store_lock(uri):
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)
+        if experiment_name is not None and client.get_experiment_by_name(experiment_name) is None:
+            client.create_experiment(experiment_name, artifact_location=artifact_location)
+    return client
+
+
+def end_run_if_running(client: MlflowClient, run_id: str, status: str, tags: dict[str, str]) -> bool:
+    """Mark a run that is still RUNNING as ended with ``status`` (e.g. KILLED) and tag why; True if it was
+    (False also when the run is not in this store)."""
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return False
+    if run.info.status != RunStatus.to_string(RunStatus.RUNNING):
+        return False
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    client.set_terminated(run_id, status)
+    return True

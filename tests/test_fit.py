@@ -39,9 +39,15 @@ def test_fit_lands_a_run_in_sqlite_mlflow(tmp_path: Path, monkeypatch: pytest.Mo
     (run,) = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
     assert run.info.run_id in printed
     params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
-    assert params["config/model/rounds"] == "3"
-    assert params["config/data/batch_size"] == "8"
-    assert params["config/model/federation/mode"] == "kld_clustered"
+    assert params["model/rounds"] == "3"
+    assert params["data/batch_size"] == "8"
+    assert params["model/federation/mode"] == "kld_clustered"
+    assert params["seed_everything"] == "0" and params["trainer/logger/experiment_name"] == "tests"
+    # the resolved config once: no bare copy of the module's hyperparameters, no bookkeeping, no store address
+    assert not any(k.startswith("config/") or "_instantiator" in k or "__default_config__" in k for k in params)
+    assert "lr_g" not in params and "plan/source" not in params and not any("tracking_uri" in k for k in params)
+    # a name that says what the run is: scenario, mode, seed, start time
+    assert run.info.run_name.startswith("mnist5k:2:iid+glyphs:2:iid-kld_clustered-seed0-20")
     assert tags["plan_source"] == "random" and tags["num_clients"] == "4"
     assert tags["scenario"] == "mnist5k:2:iid+glyphs:2:iid"  # no data.scenario name: domains, clients, split
     for key in ("train/loss_d", "train/loss_g", "wire/bytes_up", "wire/bytes_down", "cluster/ari",
@@ -162,8 +168,10 @@ def test_wire_carries_exactly_the_cut_activations_and_gradients_of_training(tmp_
     ("args", "message"),
     [
         (["--model.roundz=1"], ("unknown config key(s) 'model.roundz'", "did you mean model.rounds", "--print_config")),
-        (["--model.federation.alpah=2"], ("'alpah'", "did you mean model.federation.alpha")),
+        (["--model.federation.alpah=2"], ("'model.federation.alpah'", "did you mean model.federation.alpha")),
         (["--model.rounds=many"], ('"model.rounds"', "Got value: many")),
+        (["--model.lr_d=nan"], ('"model.lr_d"', "Got value: nan", "takes a finite number")),
+        (["--model.federation.alpha=x"], ('"model.federation.alpha"', "Got value: x")),
         (["--data.domains=[{name: mnist9k, clients: 2}]"], ("Unknown domain 'mnist9k'", "Known domains: digits", "register_domain")),
         (["--model.plan.source=uniform", "--model.plan.cut=[2,3,1,1]"], ("head + tail <= 4", "Valid (head, tail) pairs")),
         (["--data.domains=[{name: fashion_mnist, clients: 2, root: /nonexistent/fmnist}]"],

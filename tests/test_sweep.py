@@ -143,7 +143,7 @@ def test_two_trial_sweep_lands_in_optuna_and_as_nested_mlflow_runs(
         assert ("model.plan.ga.generations" in trial.params) == (trial.params["model.plan.source"] == "ga")
         assert ("model.plan.ga.generations" in child.data.params) == (trial.params["model.plan.source"] == "ga")
         if trial.params["model.plan.source"] == "ga":
-            assert child.data.params["plan/ga/population"] == "12"
+            assert child.data.params["model/plan/ga/population"] == "12"
 
 
 def test_failed_trials_are_recorded_and_the_study_goes_on_and_resumes(
