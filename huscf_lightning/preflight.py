@@ -32,6 +32,8 @@ def check_before_run(model: HuSCFGAN, datamodule: HuSCFDataModule, ckpt_path: st
             f"{datamodule.num_clients} clients {datamodule.client_domains} with sizes {datamodule.client_sizes}; "
             "resume with the data section of the run that wrote it (its config.yaml in MLflow)."
         )
+    # builds the plan and the split networks, and lets the federation strategy check the clients (k, a shared
+    # server D block for clustering, enough clients for clustering or discriminator swaps)
     model.configure_clients(
         datamodule.client_domains, datamodule.client_sizes, batch_size=datamodule.batch_size, progress_bar=progress_bar
     )
@@ -39,25 +41,4 @@ def check_before_run(model: HuSCFGAN, datamodule: HuSCFDataModule, ckpt_path: st
         raise ConfigError(
             f"The checkpoint {ckpt_path} was trained with another split plan than this config builds; resume with "
             "the plan section (and seed) of the run that wrote it (its plan.json and config.yaml in MLflow)."
-        )
-    check_federation(model)
-
-
-def check_federation(model: HuSCFGAN) -> None:
-    """The federation settings against the built clients and plan: a possible k, and a D block every client
-    runs on the server whenever clients are clustered (its activations are the clustering features)."""
-    federation = model.federation
-    if federation.mode == "fedavg":
-        return
-    if isinstance(federation.k, int) and not 1 <= federation.k <= model.num_clients:
-        raise ConfigError(
-            f"federation.k = {federation.k} clusters is impossible with {model.num_clients} clients; choose k "
-            f"between 1 and {model.num_clients}, 'auto', or null for the number of domains."
-        )
-    if model.D.common_server_block() is None:
-        raise ConfigError(
-            f"federation.mode={federation.mode} clusters clients on a discriminator block that every client runs on "
-            f"the server, but the plan's D cuts {model.plan.head_tails('D')} share none. Use "
-            "--model.federation.mode=fedavg, or cuts whose server parts overlap (e.g. every D head <= 2 and tail <= 2 "
-            "for the 5-block reference network)."
         )
