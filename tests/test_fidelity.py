@@ -7,12 +7,13 @@ import pytest
 import torch
 from scipy import linalg
 from torch import Tensor, nn
+from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
 
 from huscf_lightning.data.domains import load_domain
 from huscf_lightning.metrics import FidelityInputError, SmallCNN, UnknownMetricError, fidelity_metrics, train_classifier
-from huscf_lightning.metrics.fidelity import ClassifierFeatures, DomainFidelity, to_uint8
+from huscf_lightning.metrics.fidelity import ClassifierFeatures, DomainFidelity, InceptionFeatures
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +118,24 @@ def test_real_features_are_extracted_once_across_rounds(setup) -> None:
         assert [result[key] for key in ("fid", "kid", "kid_std")] == pytest.approx(
             [fresh[key] for key in ("fid", "kid", "kid_std")], rel=1e-6
         )
+
+
+class _UntrainedInception(FeatureExtractorInceptionV3):
+    """torch-fidelity's Inception-v3 with random weights: the shape of a weights file, written offline."""
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):  # keep the random initialisation
+        return None
+
+
+def test_inception_features_from_a_local_weights_file(tmp_path) -> None:
+    weights, empty = tmp_path / "inception.pth", tmp_path / "empty.pth"
+    torch.save({}, empty)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        network = _UntrainedInception("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(empty))
+        torch.save(network.state_dict(), weights)
+    images = torch.rand(6, 1, 28, 28) * 2 - 1
+    result = fidelity_metrics(images[:3], images[3:], inception_weights=weights, kid_subsets=2)
+    assert result["features"] == f"inception:{weights}"
+    assert InceptionFeatures(weights)(images[:2]).shape == (2, 2048)
+    assert result["fid"] > 0 and set(result) == {"fid", "kid", "kid_std", "features"}
