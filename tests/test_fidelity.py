@@ -139,3 +139,10 @@ def test_inception_features_from_a_local_weights_file(tmp_path) -> None:
     assert result["features"] == f"inception:{weights}"
     assert InceptionFeatures(weights)(images[:2]).shape == (2, 2048)
     assert result["fid"] > 0 and set(result) == {"fid", "kid", "kid_std", "features"}
+
+
+def test_a_kid_subset_larger_than_a_set_is_a_clear_error(setup) -> None:
+    classifier, real = setup
+    fidelity = DomainFidelity(ClassifierFeatures(classifier), "classifier:digits", real, ["kid"], kid_subset_size=50)
+    with pytest.raises(FidelityInputError, match="KID subset size 50 exceeds the 20 generated"):
+        fidelity(real[:20])

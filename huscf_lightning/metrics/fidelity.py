@@ -152,7 +152,12 @@ class DomainFidelity:
         self.kid_subset_size = kid_subset_size
         self.batch_size = batch_size
         self.seed = seed
-        num_features = int(feature.num_features)
+        num_features = getattr(feature, "num_features", None)
+        if not isinstance(num_features, int):
+            raise FidelityInputError(
+                f"The FID/KID feature module {type(feature).__name__} has no integer num_features attribute; set it "
+                f"to the length of the feature vector its forward returns (e.g. 128 for the domain classifier)."
+            )
         self._fid = (
             FrechetInceptionDistance(_ExtractedFeatures(num_features), reset_real_features=False)
             if "fid" in self.metrics
@@ -193,9 +198,13 @@ class DomainFidelity:
         if self._fid is not None:
             out["fid"] = float(self._fid.compute())
         if self._kid is not None:
-            self._kid.subset_size = self.kid_subset_size or default_kid_subset_size(
-                generated.shape[0], self._real_count
-            )
+            subset_size = self.kid_subset_size or default_kid_subset_size(generated.shape[0], self._real_count)
+            if subset_size > min(generated.shape[0], self._real_count):
+                raise FidelityInputError(
+                    f"The KID subset size {subset_size} exceeds the {generated.shape[0]} generated or "
+                    f"{self._real_count} real images; pass a kid_subset_size no larger than the smaller set, or None."
+                )
+            self._kid.subset_size = subset_size
             with torch.random.fork_rng(devices=[]):  # seeded subsets; the caller's RNG is left alone
                 torch.manual_seed(self.seed)
                 kid, kid_std = self._kid.compute()
