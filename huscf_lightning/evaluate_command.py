@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from huscf_lightning.callbacks.evaluation import evaluate_utility, format_utility_table, utility_csv
 from huscf_lightning.checkpoints import read_checkpoint
 from huscf_lightning.config import ConfigError
 from huscf_lightning.data import DomainSpec, HuSCFDataModule
+from huscf_lightning.metrics.utility_report import evaluate_utility, format_utility_table, utility_csv
 from huscf_lightning.module import HuSCFGAN
 
 
@@ -43,7 +43,7 @@ def load_run(ckpt_path: str) -> tuple[HuSCFGAN, HuSCFDataModule]:
         raise ConfigError(
             f"The checkpoint {ckpt_path} holds networks the evaluate command cannot rebuild ({err}). It rebuilds the "
             "reference generator and discriminator; for a run with your own networks build HuSCFGAN with them and "
-            "call huscf_lightning.callbacks.evaluation.evaluate_utility from Python."
+            "call huscf_lightning.metrics.evaluate_utility from Python."
         ) from err
     datamodule = HuSCFDataModule(
         [DomainSpec.from_value(spec) for spec in data["domains"]], data["batch_size"], data["seed"], data["cap"],
@@ -56,7 +56,7 @@ def load_run(ckpt_path: str) -> tuple[HuSCFGAN, HuSCFDataModule]:
 def run(args: argparse.Namespace) -> int:
     """Print the utility table of the checkpoint's generators (one row per domain)."""
     model, datamodule = load_run(args.ckpt_path)
-    rows = evaluate_utility(model, datamodule, num_samples=args.samples, epochs=args.epochs, seed=args.seed)
+    rows = evaluate_utility(model, datamodule.domain_data, num_samples=args.samples, epochs=args.epochs, seed=args.seed)
     sys.stdout.write(format_utility_table(rows) + "\n")
     if args.csv:
         Path(args.csv).write_text(utility_csv(rows))

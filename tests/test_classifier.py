@@ -5,14 +5,27 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
 from huscf_lightning.data import DomainData, load_domain
-from huscf_lightning.metrics.classifier import SmallCNN, classifier_accuracy, domain_classifier, train_classifier
+from huscf_lightning.metrics.classifier import (
+    SmallCNN,
+    classifier_accuracy,
+    data_fingerprint,
+    domain_classifier,
+    train_classifier,
+)
 
 CLASSIFIER_LOG = "huscf_lightning.metrics.classifier"
+
+
+def cache_entry(folder: Path, suffix: str) -> Path:
+    """The one cache file of the digits domain with this suffix."""
+    (path,) = folder.glob(f"digits-*{suffix}")
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +63,11 @@ def test_cache_trains_once_then_loads(digits: DomainData, tmp_path, caplog) -> N
     assert "trained classifier for digits" in caplog.text
     assert accuracy > 0.5  # chance is 0.1
     assert accuracy == pytest.approx(classifier_accuracy(model, digits.test_images, digits.test_labels, 10))
-    summary = json.loads((tmp_path / "digits.json").read_text())
+    summary = json.loads(cache_entry(tmp_path, ".json").read_text())
     assert summary["test_accuracy"] == accuracy and summary["train_size"] == 600
+    assert cache_entry(tmp_path, ".json").name == f"digits-{summary['fingerprint'][:16]}.json"
 
-    weights = tmp_path / "digits.pt"
+    weights = cache_entry(tmp_path, ".pt")
     written = weights.stat().st_mtime_ns
     caplog.clear()
     with caplog.at_level(logging.INFO, logger=CLASSIFIER_LOG):
@@ -64,16 +78,22 @@ def test_cache_trains_once_then_loads(digits: DomainData, tmp_path, caplog) -> N
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
 
 
-def test_changed_data_retrains(digits: DomainData, tmp_path, caplog) -> None:
-    domain_classifier(digits, tmp_path, epochs=1)
-    before = json.loads((tmp_path / "digits.json").read_text())["fingerprint"]
+def test_variants_of_a_domain_keep_their_own_cache_entries(digits: DomainData, tmp_path, caplog) -> None:
+    """Two configs of one domain (other data, other settings) train once each, then both load."""
     changed_images = digits.train_images.clone()
     changed_images[0, 0, 0, 0] = 1.0
     changed = replace(digits, train_images=changed_images)
+    variants = [(digits, 1), (changed, 1), (digits, 2)]  # (data, epochs)
     with caplog.at_level(logging.INFO, logger=CLASSIFIER_LOG):
-        domain_classifier(changed, tmp_path, epochs=1)
-    assert "trained classifier for digits" in caplog.text
-    assert json.loads((tmp_path / "digits.json").read_text())["fingerprint"] != before
+        trained = [domain_classifier(data, tmp_path, epochs=epochs)[1] for data, epochs in variants]
+    assert caplog.text.count("trained classifier for digits") == 3
+    fingerprints = {data_fingerprint(data, epochs=epochs, batch_size=64, seed=0) for data, epochs in variants}
+    assert {json.loads(path.read_text())["fingerprint"] for path in tmp_path.glob("digits-*.json")} == fingerprints
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger=CLASSIFIER_LOG):
+        loaded = [domain_classifier(data, tmp_path, epochs=epochs)[1] for data, epochs in variants]
+    assert "trained classifier" not in caplog.text and "retraining" not in caplog.text
+    assert loaded == trained
 
 
 @pytest.mark.parametrize(
@@ -88,8 +108,8 @@ def test_changed_data_retrains(digits: DomainData, tmp_path, caplog) -> None:
 )
 def test_corrupt_cache_file_is_rebuilt_with_a_warning(digits: DomainData, tmp_path, corrupt) -> None:
     _, accuracy = domain_classifier(digits, tmp_path, epochs=1)
-    corrupt(tmp_path / "digits.pt")
+    corrupt(cache_entry(tmp_path, ".pt"))
     with pytest.warns(RuntimeWarning, match="unreadable"):
         _, rebuilt_accuracy = domain_classifier(digits, tmp_path, epochs=1)
     assert rebuilt_accuracy == accuracy  # same seed, same data: the same classifier again
-    assert isinstance(torch.load(tmp_path / "digits.pt", weights_only=True), dict)  # the file is whole again
+    assert isinstance(torch.load(cache_entry(tmp_path, ".pt"), weights_only=True), dict)  # the file is whole again

@@ -12,15 +12,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from huscf_lightning.callbacks.round import run_round_end
-from huscf_lightning.rounds import RoundState
-from huscf_lightning.callbacks.evaluation import (
-    GenerationEvaluation,
-    UtilityEvaluation,
-    domain_client,
-    evaluate_utility,
-    format_utility_table,
-    utility_csv,
-)
+from huscf_lightning.callbacks.evaluation import GenerationEvaluation, UtilityEvaluation
 from huscf_lightning.config import EvaluationSpec, FederationSpec
 from huscf_lightning.data.datamodule import HuSCFDataModule
 from huscf_lightning.data import load_domain
@@ -28,10 +20,15 @@ from huscf_lightning.metrics import (
     UTILITY_METRICS,
     UnknownMetricError,
     classification_metrics,
+    domain_client,
     domain_generation_score,
+    evaluate_utility,
+    format_utility_table,
     generate_uniform,
     generation_score,
+    utility_csv,
 )
+from huscf_lightning.rounds import RoundState
 from huscf_lightning.module import HuSCFGAN
 
 
@@ -274,11 +271,11 @@ def test_generation_score_separates_a_good_and_a_noise_generator(replay_setup, c
 
 def test_utility_of_real_images_is_high_and_of_noise_is_chance(replay_setup) -> None:
     datamodule, images = replay_setup
-    rows = evaluate_utility(ReplayGAN(["digits", "glyphs"], images), datamodule, num_samples=1000, epochs=3)
+    rows = evaluate_utility(ReplayGAN(["digits", "glyphs"], images), datamodule.domain_data, num_samples=1000, epochs=3)
     assert [row["domain"] for row in rows] == ["digits", "glyphs"]
     assert all(row["accuracy"] > 0.7 and row["fpr"] < 0.04 for row in rows), rows  # chance: 0.1 and 0.1
     noise_model = ReplayGAN(["glyphs", "digits"], images, noise_clients=(1,))
-    noise_rows = evaluate_utility(noise_model, datamodule, num_samples=300, epochs=1)
+    noise_rows = evaluate_utility(noise_model, datamodule.domain_data, num_samples=300, epochs=1)
     digits = next(row for row in noise_rows if row["domain"] == "digits")
     assert digits["accuracy"] < 0.3 and digits["client"] == 1
 

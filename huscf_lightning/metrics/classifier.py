@@ -2,8 +2,9 @@
 
 The generation score, the classifier-feature FID/KID and the utility metric all use the same
 architecture (conv 32, conv 64, fc 128). A domain's classifier is trained once on the domain's
-real training split and cached on disk, keyed by the domain and a fingerprint of its data, so
-later rounds, runs and sweep trials reuse it instead of retraining.
+real training split and cached on disk in a file named by the domain and a fingerprint of its data
+and training settings, so later rounds, runs and sweep trials reuse it instead of retraining, and
+two variants of a domain (other options, other data) each keep their own entry.
 """
 
 from __future__ import annotations
@@ -154,8 +155,13 @@ def data_fingerprint(data: DomainData, **settings: object) -> str:
     return digest.hexdigest()
 
 
-def _cache_stem(cache_dir: Path, domain: str) -> Path:
-    return cache_dir / re.sub(r"[^A-Za-z0-9_.-]", "_", domain)
+FINGERPRINT_CHARS = 16
+"""Hex characters of the fingerprint in a cache file's name: enough to tell a domain's variants apart."""
+
+
+def cache_stem(cache_dir: Path, domain: str, fingerprint: str) -> Path:
+    """``<cache_dir>/<domain>-<fingerprint prefix>``: the path of a classifier entry, less its suffix."""
+    return cache_dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', domain)}-{fingerprint[:FINGERPRINT_CHARS]}"
 
 
 def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
@@ -211,13 +217,14 @@ def domain_classifier(
 ) -> tuple[SmallCNN, float]:
     """The domain's classifier (on the CPU, eval mode) and its real test accuracy, trained on first use.
 
-    Cached as ``<cache_dir>/<domain>.pt`` (weights, fingerprint, accuracy) with a readable
-    ``<domain>.json`` beside it. A cache entry for other data or settings is retrained and
-    replaced; an unreadable one is rebuilt with a warning.
+    Cached as ``<cache_dir>/<domain>-<fingerprint>.pt`` (weights, fingerprint, accuracy) with a
+    readable ``.json`` of the same name beside it; the fingerprint covers the domain's data and the
+    training settings, so each variant of a domain keeps its own entry. An unreadable entry is
+    rebuilt with a warning.
     """
     cache_dir = Path(cache_dir)
     fingerprint = data_fingerprint(data, epochs=epochs, batch_size=batch_size, seed=seed)
-    stem = _cache_stem(cache_dir, data.name)
+    stem = cache_stem(cache_dir, data.name, fingerprint)
     weights = stem.parent / f"{stem.name}.pt"  # not with_suffix: a dot in a domain name is no suffix
     cached = _load_cached(weights, fingerprint)
     if cached is not None:
