@@ -11,9 +11,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
-
 import lightning.pytorch as pl
+import yaml
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback

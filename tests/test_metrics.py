@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import csv
 
-
 import lightning.pytorch as pl
 import pytest
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from huscf_lightning.callbacks.round import run_round_end
 from huscf_lightning.callbacks.evaluation import GenerationEvaluation, UtilityEvaluation
+from huscf_lightning.callbacks.round import run_round_end
 from huscf_lightning.config import EvaluationSpec, FederationSpec
-from huscf_lightning.data.datamodule import HuSCFDataModule
 from huscf_lightning.data import load_domain
+from huscf_lightning.data.datamodule import HuSCFDataModule
 from huscf_lightning.metrics import (
     UTILITY_METRICS,
     UnknownMetricError,
@@ -28,8 +27,8 @@ from huscf_lightning.metrics import (
     generation_score,
     utility_csv,
 )
-from huscf_lightning.rounds import RoundState
 from huscf_lightning.module import HuSCFGAN
+from huscf_lightning.rounds import RoundState
 
 
 # ----------------------------------------------------------------------------- generation score

@@ -11,8 +11,7 @@ from torch import Tensor, nn
 
 from huscf_lightning.nets import BlockNetwork, LabelledBlock
 from huscf_lightning.split.devices import ProfileError, assign_profiles, load_profiles
-from huscf_lightning.split.profile import BlockProfileError
-from huscf_lightning.split.profile import profile_network
+from huscf_lightning.split.profile import BlockProfileError, profile_network
 
 
 class _EmbedThenConv(LabelledBlock):

@@ -5,7 +5,6 @@ Real parts only: a real SQLite MLflow store holding a finished run, real subproc
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess

@@ -24,7 +24,6 @@ from huscf_lightning.sweep import SweepError, load_sweep, prepare, sweep_from_ma
 from huscf_lightning.tracking import TrackingError
 
 
-
 def _stores(folder: Path) -> tuple[str, str]:
     """Optuna storage and MLflow tracking URIs inside ``folder`` (absolute: MLflow caches stores by URI)."""
     return f"sqlite:///{folder / 'optuna.db'}", f"sqlite:///{folder / 'mlflow.db'}"

@@ -11,9 +11,9 @@ from huscf_lightning.federation.weights import (
     WeightsError,
     clustered_aggregation,
     fedavg_aggregation,
-    kld_clustered_aggregation,
     fedavg_weights,
     group_weights,
+    kld_clustered_aggregation,
     size_weights,
 )
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
+from huscf_lightning.compare.spec import Cell, CompareError, CompareSpec, Scenario
 from huscf_lightning.config import ConfigError, FederationSpec
 from huscf_lightning.federation.strategy import build_strategy
-from huscf_lightning.compare.spec import Cell, CompareError, CompareSpec, Scenario
 from huscf_lightning.sweep import FitConfig
 
 # Keys every cell must share: the training budget and the evaluation protocol (sizes, metrics, features).

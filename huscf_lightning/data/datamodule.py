@@ -19,7 +19,6 @@ from lightning.pytorch.utilities.combined_loader import CombinedLoader
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from huscf_lightning.data.registry import DomainData, DomainError, load_domain
 from huscf_lightning.data.partition import (
     ClientPartition,
     DomainSpec,
@@ -30,6 +29,7 @@ from huscf_lightning.data.partition import (
     partition_table,
     resolve_cap,
 )
+from huscf_lightning.data.registry import DomainData, DomainError, load_domain
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from .latency import D_PASSES, LatencyModel, NetworkTables, network_latency
-
 from huscf_lightning.errors import HuSCFError
+
+from .latency import D_PASSES, LatencyModel, NetworkTables, network_latency
 
 DEFAULT_LIMIT = 5_000_000
 AUTO_ENUMERATE_UP_TO = 100_000  # beyond this the MILP is faster than scoring every count vector

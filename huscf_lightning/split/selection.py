@@ -19,9 +19,9 @@ from .devices import ProfileSet, assign_profiles, load_profiles
 from .exhaustive import exact_optimum
 from .ga import GaSettings, run_ga
 from .latency import LatencyModel
-from .whole_latency import whole_network_latency
 from .plan import Cut, PlanError, SplitPlan
 from .profile import GanProfile, profile_gan
+from .whole_latency import whole_network_latency
 
 
 @dataclass(frozen=True)
