@@ -248,7 +248,6 @@ class HuSCFCLI(LightningCLI):
         self.trainer.callbacks = [*others, *per_round, *configured]
         if type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-        self.model.save_hyperparameters(dict(self.model.hparams), logger=False)
 
     def _default_checkpoint(self) -> ModelCheckpoint | None:
         """The every-epoch ModelCheckpoint Lightning adds when none is configured (None when one is)."""

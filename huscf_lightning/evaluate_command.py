@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
 from huscf_lightning.checkpoints import read_checkpoint
 from huscf_lightning.config import ConfigError
-from huscf_lightning.data import DomainSpec, HuSCFDataModule
+from huscf_lightning.data import HuSCFDataModule
 from huscf_lightning.metrics.utility_report import evaluate_utility, format_utility_table, utility_csv
 from huscf_lightning.module import HuSCFGAN
+from huscf_lightning.nets import BlockNetwork
 
 
 def _positive_int(text: str) -> int:
@@ -30,27 +32,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_run(ckpt_path: str) -> tuple[HuSCFGAN, HuSCFDataModule]:
-    """The trained model and its datamodule, rebuilt from what the checkpoint recorded."""
-    data = read_checkpoint(ckpt_path)["huscf"].get("data")
-    if data is None:
+    """The trained model and its datamodule, as Lightning saved them in the checkpoint (the model's networks
+    rebuilt from the constructor arguments the checkpoint records)."""
+    checkpoint = read_checkpoint(ckpt_path)
+    if "datamodule_hyper_parameters" not in checkpoint:
         raise ConfigError(
-            f"The checkpoint {ckpt_path} does not record its data section (it was saved without a "
-            f"HuSCFDataModule), so its domains' test sets are unknown; evaluate with the library instead."
+            f"The checkpoint {ckpt_path} does not record its datamodule (it was trained without a HuSCFDataModule, "
+            "or by an older version), so its domains' test sets are unknown; evaluate with the library instead "
+            "(huscf_lightning.metrics.evaluate_utility)."
         )
+    networks = checkpoint["huscf"].get("networks") or {}
+    built = {name: _build_network(networks.get(name), name, ckpt_path) for name in ("generator", "discriminator")}
     try:
-        model = HuSCFGAN.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=False)
-    except RuntimeError as err:  # weights that do not fit the reference networks the command rebuilds
+        model = HuSCFGAN.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=False, **built)
+    except RuntimeError as err:  # weights that do not fit the networks rebuilt
         raise ConfigError(
-            f"The checkpoint {ckpt_path} holds networks the evaluate command cannot rebuild ({err}). It rebuilds the "
-            "reference generator and discriminator; for a run with your own networks build HuSCFGAN with them and "
-            "call huscf_lightning.metrics.evaluate_utility from Python."
+            f"The checkpoint {ckpt_path} holds networks the evaluate command cannot rebuild ({err}). For a run with "
+            "your own networks build HuSCFGAN with them and call huscf_lightning.metrics.evaluate_utility from Python."
         ) from err
-    datamodule = HuSCFDataModule(
-        [DomainSpec.from_value(spec) for spec in data["domains"]], data["batch_size"], data["seed"], data["cap"],
-        data.get("scenario"),
-    )
+    datamodule = HuSCFDataModule.load_from_checkpoint(ckpt_path, weights_only=False)
     datamodule.setup("fit")
     return model, datamodule
+
+
+def _build_network(spec: dict | None, name: str, ckpt_path: str) -> BlockNetwork:
+    """The network a checkpoint's ``networks`` entry describes (class path and constructor arguments)."""
+    if spec is None:
+        raise ConfigError(
+            f"The checkpoint {ckpt_path} does not say how its {name} was built (its class records no init_args), so "
+            "the evaluate command cannot rebuild it; build HuSCFGAN with your networks and call "
+            "huscf_lightning.metrics.evaluate_utility from Python."
+        )
+    module_name, _, class_name = spec["class_path"].rpartition(".")
+    network_class = getattr(importlib.import_module(module_name), class_name)
+    return network_class(**spec["init_args"])
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,7 +11,6 @@ clients' copies is the federation strategy's (`federation.strategy`).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -80,7 +79,8 @@ class HuSCFGAN(pl.LightningModule):
         # `rounds` is the training length, not the model: leaving it out of the hyperparameters lets
         # `fit --ckpt_path ... --model.rounds=N` extend a run (LightningCLI restores saved hparams over the CLI).
         # `batch_clients` changes how clients are computed, not what: it can differ on resume.
-        self.save_hyperparameters(ignore=["generator", "discriminator", "rounds", "batch_clients"])
+        # The config is logged to MLflow once, by the CLI (logger=False); the checkpoint keeps these for resuming.
+        self.save_hyperparameters(ignore=["generator", "discriminator", "rounds", "batch_clients"], logger=False)
         self.automatic_optimization = False
         self._templates = _Templates(
             generator if generator is not None else ReferenceGenerator(z_dim, num_classes),
@@ -395,7 +395,8 @@ class HuSCFGAN(pl.LightningModule):
             "client_sizes": self.client_sizes,
             "noise_rng": self._noise.get_state(),
             "wire": self.wire.state_dict(),  # the round so far, for a checkpoint taken inside a round
-            "data": _data_spec(self._trainer.datamodule if self._trainer is not None else None),
+            "networks": {"generator": network_spec(self.generator_template),
+                         "discriminator": network_spec(self.discriminator_template)},
             "mlflow_run_id": _mlflow_run_id(self._trainer),
         }
 
@@ -429,17 +430,14 @@ def _mlflow_run_id(trainer: pl.Trainer | None) -> str | None:
     return logger.run_id if logger is not None else None
 
 
-def _data_spec(datamodule: object) -> dict | None:
-    """The datamodule's arguments, so a checkpoint alone can be evaluated later (``evaluate``)."""
-    if datamodule is None or not hasattr(datamodule, "domains"):
+def network_spec(net: BlockNetwork) -> dict | None:
+    """How to rebuild ``net`` (class path and constructor arguments) when it records them in ``init_args``, as the
+    reference networks do; a checkpoint keeps it so ``evaluate`` can rebuild the run's networks (its weights come
+    from the checkpoint). None for a network that does not say how it was built."""
+    init_args = getattr(net, "init_args", None)
+    if not isinstance(init_args, dict):
         return None
-    return {
-        "domains": [dataclasses.asdict(spec) for spec in datamodule.domains],
-        "batch_size": datamodule.batch_size,
-        "seed": datamodule.seed,
-        "cap": datamodule.cap,
-        "scenario": getattr(datamodule, "scenario", None),
-    }
+    return {"class_path": f"{type(net).__module__}.{type(net).__qualname__}", "init_args": dict(init_args)}
 
 
 def _client_bce(outputs: Sequence[Tensor], target: float, weights: Tensor) -> Tensor:

@@ -113,6 +113,7 @@ class ReferenceGenerator(BlockNetwork):
         _check_width(width)
         self.z_dim = z_dim
         self.num_classes = num_classes
+        self.init_args = {"z_dim": z_dim, "num_classes": num_classes, "image_channels": image_channels, "width": width}
         c1, c2, c3 = (_scaled(c, width) for c in (256, 128, 64))
         super().__init__(
             [
@@ -136,6 +137,7 @@ class ReferenceDiscriminator(BlockNetwork):
     ) -> None:
         _check_width(width)
         self.num_classes = num_classes
+        self.init_args = {"num_classes": num_classes, "image_channels": image_channels, "image_side": image_side, "width": width}
         c1, c2, c3 = (_scaled(c, width) for c in (64, 128, 256))
         lrelu = nn.LeakyReLU(0.2)
         super().__init__(

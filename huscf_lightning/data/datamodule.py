@@ -102,6 +102,9 @@ class HuSCFDataModule(pl.LightningDataModule):
         scenario: str | None = None,
     ) -> None:
         super().__init__()
+        # Lightning keeps the arguments in checkpoints (load_from_checkpoint rebuilds the data of a run); the CLI
+        # logs the config to MLflow itself, once.
+        self.save_hyperparameters(logger=False)
         self.scenario = scenario
         self.domains = [DomainSpec.from_value(spec) for spec in domains]
         self.batch_size = batch_size
