@@ -185,3 +185,17 @@ def end_run_if_running(client: MlflowClient, run_id: str, status: str, tags: dic
         client.set_tag(run_id, key, value)
     client.set_terminated(run_id, status)
     return True
+
+
+def open_experiment(client: MlflowClient, name: str, uri: str) -> str:
+    """The id of the active experiment ``name``, created when missing; a store that fails is a `TrackingError`."""
+    try:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None and experiment.lifecycle_stage == "active":
+            return experiment.experiment_id
+        return client.create_experiment(name)
+    except Exception as err:  # any store failure (bad path, refused connection, auth): one clear message
+        raise TrackingError(
+            f"Cannot open experiment {name!r} in the MLflow store {uri} ({type(err).__name__}: {err}). Check the "
+            f"tracking URI (e.g. sqlite:///mlflow.db in an existing folder, or a running server)."
+        ) from err

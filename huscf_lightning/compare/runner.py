@@ -22,9 +22,9 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from huscf_lightning.cli import run_cli
 from huscf_lightning.compare.charts import metric_figures
 from huscf_lightning.compare.prepare import PreparedComparison, prepare
-from huscf_lightning.compare.spec import Cell, CompareError, CompareSpec
+from huscf_lightning.compare.spec import Cell, CompareSpec
 from huscf_lightning.compare.table import Row, cell_values, csv_table, markdown_table, summarize
-from huscf_lightning.tracking import check_tracking_uri
+from huscf_lightning.tracking import check_tracking_uri, open_experiment
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +59,6 @@ class ComparisonResult:
     @property
     def failed(self) -> list[CellOutcome]:
         return [o for o in self.outcomes if o.state == "failed"]
-
-
-def _experiment_id(client: MlflowClient, name: str, uri: str) -> str:
-    try:
-        experiment = client.get_experiment_by_name(name)
-        if experiment is not None and experiment.lifecycle_stage == "active":
-            return experiment.experiment_id
-        return client.create_experiment(name)
-    except Exception as err:  # any store failure (bad path, refused connection, auth): one clear message
-        raise CompareError(
-            f"Cannot open experiment {name!r} in the MLflow store {uri} ({type(err).__name__}: {err}). Check the "
-            f"tracking URI (e.g. sqlite:///mlflow.db in an existing folder, or a running server)."
-        ) from err
 
 
 def _quoted(value: str) -> str:
@@ -164,7 +151,7 @@ def run_comparison(spec: CompareSpec, on_cell: Callable[[CellOutcome, int, int],
         uri, experiment = prepared.tracking_uri, prepared.experiment_name
         check_tracking_uri(uri)
         client = MlflowClient(uri)
-        experiment_id = _experiment_id(client, experiment, uri)
+        experiment_id = open_experiment(client, experiment, uri)
         parent = _parent_run(client, experiment_id, spec)
         client.log_dict(parent, spec.to_dict(), "compare.yaml")
         done = _finished_children(client, experiment_id, parent)

@@ -11,12 +11,12 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial
 
-from huscf_lightning.tracking import check_tracking_uri
+from huscf_lightning.tracking import check_tracking_uri, open_experiment
 
 from .errors import SweepError
 from .prepare import prepare
 from .report import front_figure, front_rows, state_counts
-from .runs import now_ms, open_experiment, sweep_run
+from .runs import now_ms, sweep_run
 from .spec import SweepSpec
 from .trials import Trials
 

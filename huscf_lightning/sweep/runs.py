@@ -14,7 +14,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from .errors import SweepError
 from .fit_config import format_value
 from .spec import SweepSpec
 
@@ -24,20 +23,6 @@ log = logging.getLogger(__name__)
 def now_ms() -> int:
     """MLflow's timestamp for a metric logged now."""
     return int(time.time() * 1000)
-
-
-def open_experiment(client: MlflowClient, name: str, uri: str) -> str:
-    """The id of the active experiment ``name``, created when missing; a store that fails is a `SweepError`."""
-    try:
-        experiment = client.get_experiment_by_name(name)
-        if experiment is not None and experiment.lifecycle_stage == "active":
-            return experiment.experiment_id
-        return client.create_experiment(name)
-    except Exception as err:  # any store failure (bad path, refused connection, auth): one clear message
-        raise SweepError(
-            f"Cannot open experiment {name!r} in the MLflow store {uri} ({type(err).__name__}: {err}). Check the "
-            f"tracking URI (e.g. sqlite:///mlflow.db in an existing folder, or a running server)."
-        ) from err
 
 
 def sweep_run(client: MlflowClient, experiment_id: str, study: optuna.Study, spec: SweepSpec) -> str:
