@@ -34,6 +34,8 @@ class RunRecord(pl.Callback):
         tags = {
             "plan_source": pl_module.plan_spec.source,
             "federation_mode": pl_module.federation.mode,
+            "placement": pl_module.plan.placement,
+            "shares": pl_module.strategy.shares,  # what leaves a client while training (MD-GAN: synthetic data)
             "domains": ",".join(pl_module.domain_names),
             "num_clients": str(pl_module.num_clients),
         }

@@ -144,7 +144,8 @@ def _per_sample_bytes(template, first_input: torch.Tensor) -> list[int]:
 
 def test_wire_carries_exactly_the_cut_activations_and_gradients_of_training(tmp_path: Path, monkeypatch) -> None:
     """Per client and direction, one round's bytes equal the analytic cut sizes: G crosses each of its cuts once
-    per step each way, D three times (fakes, reals, and the G step through D); nothing else crosses."""
+    per step each way, D three times (fakes, reals, and the G step through D); plus, at the round end, the state
+    of the blocks the client holds, sent for averaging and received back; nothing else crosses."""
     monkeypatch.chdir(tmp_path)
     cli = run_cli(["fit", "--config", TINY, "--trainer.logger=false", "--model.rounds=1", "--model.federation.mode=fedavg", *QUIET])
     samples = 16  # tiny.yaml: every client holds cap = 16 images, one local epoch
@@ -160,7 +161,12 @@ def test_wire_carries_exactly_the_cut_activations_and_gradients_of_training(tmp_
         d_head, d_tail = d_bytes[dh - 1], d_bytes[len(d_bytes) - dt - 1]
         # up: head activations and tail gradients; down: head gradients and tail activations
         expected = samples * (g_head + g_tail + 3 * (d_head + d_tail))
-        assert row == {"client": i, "up": expected, "down": expected}, (i, plan.head_tails("G")[i], plan.head_tails("D")[i])
+        held = [cli.model.G.client_blocks[i], cli.model.D.client_blocks[i]]
+        weights = sum(t.numel() * t.element_size() for blocks in held for t in blocks.state_dict().values())
+        assert record["wire/G.weights/up"] + record["wire/D.weights/up"] == sum(
+            t.numel() * t.element_size() for c in range(4) for net in (cli.model.G, cli.model.D)
+            for t in net.client_blocks[c].state_dict().values())
+        assert row == {"client": i, "up": expected + weights, "down": expected + weights}, (i, plan.head_tails("G")[i])
     assert cli.model.wire.dtypes_carried == {torch.float32}
 
 
