@@ -49,6 +49,7 @@ def test_fit_lands_a_run_in_sqlite_mlflow(tmp_path: Path, monkeypatch: pytest.Mo
     # a name that says what the run is: scenario, mode, seed, start time
     assert run.info.run_name.startswith("mnist5k:2:iid+glyphs:2:iid-kld_clustered-seed0-20")
     assert tags["plan_source"] == "random" and tags["num_clients"] == "4"
+    assert tags["placement"] == "split" and tags["shares"] == "cut-layer activations and their gradients"
     assert tags["scenario"] == "mnist5k:2:iid+glyphs:2:iid"  # no data.scenario name: domains, clients, split
     for key in ("train/loss_d", "train/loss_g", "wire/bytes_up", "wire/bytes_down", "cluster/ari",
                 "eval/score/mnist5k", "eval/score/glyphs", "eval/seconds", "utility/accuracy/glyphs", "utility/f1/mnist5k"):
