@@ -39,7 +39,7 @@ def require_domain_data(trainer: pl.Trainer, who: str) -> None:
 
 
 class GenerationEvaluation(RoundCallback):
-    """Every ``every_n_rounds`` rounds: generation score (and optionally FID/KID) of every domain.
+    """Every ``every_n_rounds`` rounds and at the final round: generation score (and FID/KID) of every domain.
 
     Logs ``eval/score/<domain>`` (plus ``eval/fid/<domain>``, ``eval/kid/<domain>``,
     ``eval/kid_std/<domain>``), the means over domains ``eval/score_mean`` / ``eval/fid_mean`` /
@@ -93,6 +93,10 @@ class GenerationEvaluation(RoundCallback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         require_domain_data(trainer, type(self).__name__)
         self._evaluator = self._new_evaluator(trainer)  # one per fit: the real statistics are this fit's data
+
+    def acts_on(self, round: RoundState) -> bool:
+        """Every ``every_n_rounds``-th round, and always the final one (the trained generators' scores)."""
+        return super().acts_on(round) or round.is_last
 
     def on_round_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, round: RoundState) -> None:
         round_index = round.index

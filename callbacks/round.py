@@ -42,9 +42,9 @@ class RoundCallback(pl.Callback):
         self.every_n_rounds = every_n_rounds
         self.history: list[dict] = []
 
-    def acts_on(self, round_index: int) -> bool:
-        """Whether this callback acts at the end of round ``round_index`` (1-based)."""
-        return round_index % self.every_n_rounds == 0
+    def acts_on(self, round: RoundState) -> bool:
+        """Whether this callback acts at the end of ``round``: every ``every_n_rounds``-th round."""
+        return round.index % self.every_n_rounds == 0
 
     def on_round_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, round: RoundState) -> None:
         """What to do at the end of a round; ``round`` carries what earlier stages found."""
@@ -71,5 +71,5 @@ def ordered_round_callbacks(callbacks: Iterable[pl.Callback]) -> list[RoundCallb
 def run_round_end(trainer: pl.Trainer, pl_module: pl.LightningModule, round: RoundState) -> None:
     """Run every round callback of ``trainer`` that acts on this round, in stage order."""
     for callback in ordered_round_callbacks(trainer.callbacks):
-        if callback.acts_on(round.index):
+        if callback.acts_on(round):
             callback.on_round_end(trainer, pl_module, round)

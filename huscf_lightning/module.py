@@ -285,7 +285,8 @@ class HuSCFGAN(pl.LightningModule):
             # (K, C, L): channels by positions, as the KLD needs; a flat (K, D) activation is one channel of D positions
             features = means.flatten(2) if means.dim() > 2 else means.unsqueeze(1)
             self._round_activation = None
-        state = RoundState(self.current_round, list(self.client_domains), list(self.client_sizes), features)
+        last = self.current_round == self.trainer.max_epochs // self.local_epochs
+        state = RoundState(self.current_round, list(self.client_domains), list(self.client_sizes), last, features)
         run_round_end(self.trainer, self, state)
 
     # ----------------------------------------------------------------- training

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class RoundState:
-    """One round end: filled in as the round callbacks act on it.
+    """One round end: filled in as the round callbacks act on it. ``is_last``: the run's final round.
 
     ``features``: (K, C, L) batch mean of every client's last real batch at the first D block every
     client runs on the server, as channels by positions (None when the federation strategy needs none). ``clusters``: (K,) the
@@ -30,6 +30,7 @@ class RoundState:
     index: int
     client_domains: list[str]
     client_sizes: list[int]
+    is_last: bool = False
     features: Tensor | None = None
     clusters: Tensor | None = None
     weights: dict[str, AggregationWeights | None] = field(default_factory=dict)

@@ -44,10 +44,14 @@ def base_config(tmp_path_factory: pytest.TempPathFactory) -> str:
             "log_every_n_steps": 1,
         },
         "model": {
+            # the paper's networks, not the default job's lighter ones: the latency objective is checked against them
+            "generator": {"class_path": "huscf_lightning.nets.ReferenceGenerator", "init_args": {"width": 1.0}},
+            "discriminator": {"class_path": "huscf_lightning.nets.ReferenceDiscriminator", "init_args": {"width": 1.0}},
             "rounds": 2,
             "local_epochs": 1,
             "federation": {"warmup_rounds": 1},
             "evaluation": {
+                "every_n_rounds": 1,  # pruning reads every round's score
                 "num_samples": 100,
                 "utility_samples": 0,
                 "sample_grids": False,
