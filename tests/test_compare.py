@@ -141,8 +141,8 @@ def test_interrupted_comparison_resumes_and_its_table_equals_the_child_runs(
     cells = {(r.data.tags["compare.method"], int(r.data.tags["compare.seed"])): r for r in children}
     assert cells[("fedavg", 0)].info.run_id == first.info.run_id
     # the children ran their method on the inline scenario's domains, each with its seed
-    assert {r.data.params["config/model/federation/mode"] for r in children} == {"fedavg", "kld_clustered"}
-    assert {r.data.params["config/seed_everything"] for r in children} == {"0", "1"}
+    assert {r.data.params["model/federation/mode"] for r in children} == {"fedavg", "kld_clustered"}
+    assert {r.data.params["seed_everything"] for r in children} == {"0", "1"}
     assert all(r.data.tags["domains"] == "digits,glyphs" for r in children)
 
     csv_path = client.download_artifacts(parent.info.run_id, "comparison.csv", str(tmp_path))
