@@ -355,9 +355,8 @@ class HuSCFGAN(pl.LightningModule):
         key = (tuple(sizes), self.device)
         if key not in self._loss_weights:
             counts = torch.tensor(sizes)
-            if self.plan.placement == "central":
-                counts = torch.full_like(counts, int(counts.sum()))
-            self._loss_weights[key] = torch.repeat_interleave(1.0 / counts, torch.tensor(sizes)).to(self.device)
+            per_sample = torch.full_like(counts, int(counts.sum())) if self.plan.placement == "central" else counts
+            self._loss_weights[key] = torch.repeat_interleave(1.0 / per_sample, counts).to(self.device)
         return self._loss_weights[key]
 
     def on_train_start(self) -> None:

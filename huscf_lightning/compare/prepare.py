@@ -17,6 +17,7 @@ from huscf_lightning.compare.spec import Cell, CompareError, CompareSpec, Scenar
 from huscf_lightning.config import ConfigError, FederationSpec
 from huscf_lightning.federation.strategy import build_strategy
 from huscf_lightning.sweep import FitConfig
+from huscf_lightning.sweep.fit_config import mlflow_destination
 
 # Keys every cell must share: the training budget and the evaluation protocol (sizes, metrics, features).
 BUDGET_KEYS = ("model.rounds", "model.local_epochs", "data.batch_size", "data.cap", "model.evaluation")
@@ -123,16 +124,9 @@ def prepare(spec: CompareSpec, scenario_folder: Path) -> PreparedComparison:
     metrics = list(config["model.evaluation.metrics"] or [])
     if any(m not in metrics for m in TABLE_EVALUATION_METRICS):
         fixed["model.evaluation.metrics"] = [*metrics, *(m for m in TABLE_EVALUATION_METRICS if m not in metrics)]
-    logger = config[LOGGER]
-    if not (hasattr(logger, "class_path") and logger.class_path.endswith("MLFlowLogger")):
-        raise CompareError(
-            f"A comparison records every cell in MLflow, but the fit config's trainer.logger is {logger!r}. Use "
-            f"lightning.pytorch.loggers.MLFlowLogger (the packaged default does)."
-        )
-    uri = spec.tracking_uri or config[f"{LOGGER}.init_args.tracking_uri"]
-    if not uri:
-        raise CompareError("No MLflow tracking URI: set trainer.logger.init_args.tracking_uri or pass --tracking-uri.")
-    experiment = spec.experiment_name or config[f"{LOGGER}.init_args.experiment_name"]
+    uri, experiment = mlflow_destination(
+        config, spec.tracking_uri, spec.experiment_name, "A comparison records every cell", CompareError
+    )
 
     files = {s.name: _scenario_file(s, scenario_folder) for s in spec.scenarios}
     overrides: dict[Cell, dict[str, Any]] = {}

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from huscf_lightning.errors import HuSCFError
+from huscf_lightning.sweep.fit_config import resolve_base_config
 
 # The methods the fit knows by name (model.federation.mode): the baselines and the split variants (kld_clustered =
 # HuSCF-GAN). A strategy a user registers is a method too; give it as {name: {model.federation.mode: ...}}.
@@ -197,14 +198,7 @@ def compare_from_mapping(data: object, where: str = "compare spec", folder: Path
     if not isinstance(data.get("fixed") or {}, Mapping):
         raise CompareError(f"{where}: fixed must map dotted fit keys to values, e.g. {{model.rounds: 3}}.")
     seeds = data.get("seeds", [0])
-    base = data.get("base_config")
-    if base is not None:
-        path = Path(base) if folder is None or Path(base).is_absolute() else folder / base
-        if not path.is_file():
-            raise CompareError(
-                f"{where}: base_config {str(path)!r} is not a file (a relative path is taken from the spec's folder)."
-            )
-        base = str(path)
+    base = resolve_base_config(data.get("base_config"), folder, where, CompareError)
     return CompareSpec(
         name=data.get("name"),
         methods=_methods(data["methods"], where),

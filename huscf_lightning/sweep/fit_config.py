@@ -8,12 +8,14 @@ import difflib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
 
 from huscf_lightning.cli import DEFAULT_CONFIG, HuSCFCLI, config_keys
 from huscf_lightning.data import HuSCFDataModule
+from huscf_lightning.errors import HuSCFError
 from huscf_lightning.module import HuSCFGAN
 from huscf_lightning.split.ga import GaSettings
 
@@ -98,3 +100,31 @@ class FitConfig:
             except ValueError as err:
                 raise SweepError(f"{where}: {key} would be {config[key]}, which is invalid: {err}") from err
         return config
+
+
+def resolve_base_config(base: str | None, folder: Path | None, where: str, error: type[HuSCFError]) -> str | None:
+    """A spec's ``base_config`` as a path (a relative one is taken from the spec's folder); a missing file is
+    an ``error`` naming it. Sweep and comparison specs share it."""
+    if base is None:
+        return None
+    path = Path(base) if folder is None or Path(base).is_absolute() else folder / base
+    if not path.is_file():
+        raise error(f"{where}: base_config {str(path)!r} is not a file (a relative path is taken from the spec's folder).")
+    return str(path)
+
+
+def mlflow_destination(
+    config: Namespace, tracking_uri: str | None, experiment_name: str | None, records: str, error: type[HuSCFError]
+) -> tuple[str, str]:
+    """The tracking URI and experiment a spec's runs go to: the spec's own, else the fit config's MLflow logger.
+    ``records`` opens the error when the fit config logs elsewhere (e.g. "Sweeps record every trial")."""
+    logger = config["trainer.logger"]
+    if not (hasattr(logger, "class_path") and logger.class_path.endswith("MLFlowLogger")):
+        raise error(
+            f"{records} in MLflow, but the fit config's trainer.logger is {logger!r}. Use "
+            f"lightning.pytorch.loggers.MLFlowLogger (the packaged default does)."
+        )
+    uri = tracking_uri or config[f"{LOGGER_ARGS}.tracking_uri"]
+    if not uri:
+        raise error("No MLflow tracking URI: set trainer.logger.init_args.tracking_uri or pass --tracking-uri.")
+    return uri, experiment_name or config[f"{LOGGER_ARGS}.experiment_name"]

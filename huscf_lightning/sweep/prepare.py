@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import SweepError
-from .fit_config import LOGGER_ARGS, FitConfig
+from .fit_config import FitConfig, mlflow_destination
 from .spec import EVAL_OBJECTIVES, SweepSpec
 
 
@@ -38,14 +38,7 @@ def prepare(spec: SweepSpec) -> PreparedSweep:
     for i in range(max(map(len, extremes.values()), default=0)):
         point = {path: values[i % len(values)] for path, values in extremes.items()}
         fit.parse({**fixed, **point}, "search_space")
-    logger = config["trainer.logger"]
-    if not (hasattr(logger, "class_path") and logger.class_path.endswith("MLFlowLogger")):
-        raise SweepError(
-            f"Sweeps record every trial in MLflow, but the fit config's trainer.logger is {logger!r}. Use "
-            f"lightning.pytorch.loggers.MLFlowLogger (the packaged default does)."
-        )
-    uri = spec.tracking_uri or config[f"{LOGGER_ARGS}.tracking_uri"]
-    if not uri:
-        raise SweepError("No MLflow tracking URI: set trainer.logger.init_args.tracking_uri or pass --tracking-uri.")
-    experiment = spec.experiment_name or config[f"{LOGGER_ARGS}.experiment_name"]
+    uri, experiment = mlflow_destination(
+        config, spec.tracking_uri, spec.experiment_name, "Sweeps record every trial", SweepError
+    )
     return PreparedSweep(fit, fixed, uri, experiment, int(config["model.evaluation.every_n_rounds"]))

@@ -13,6 +13,7 @@ import optuna
 import yaml
 
 from .errors import SweepError
+from .fit_config import resolve_base_config
 from .search_space import Parameter, sampling_order
 
 # Objective -> Optuna direction. fid and score are means over domains of the last per-round value.
@@ -148,14 +149,7 @@ def sweep_from_mapping(data: object, where: str = "sweep spec", folder: Path | N
     if isinstance(values.get("objectives"), str):
         values["objectives"] = [values["objectives"]]
     values["objectives"] = tuple(values.get("objectives", SweepSpec.objectives))
-    base = values.get("base_config")
-    if base is not None:
-        path = Path(base) if folder is None or Path(base).is_absolute() else folder / base
-        if not path.is_file():
-            raise SweepError(
-                f"{where}: base_config {str(path)!r} is not a file (a relative path is taken from the spec's folder)."
-            )
-        values["base_config"] = str(path)
+    values["base_config"] = resolve_base_config(values.get("base_config"), folder, where, SweepError)
     return SweepSpec(search_space=space, **values)
 
 
