@@ -6,9 +6,9 @@ import lightning.pytorch as pl
 
 from huscf_lightning.callbacks.round import RoundCallback
 from huscf_lightning.exchange import DOWN, UP
-from huscf_lightning.federation.states import aggregate_network, client_state_bytes
+from huscf_lightning.federation.states import aggregate_network
 from huscf_lightning.rounds import RoundState
-from huscf_lightning.tracking import log_json
+from huscf_lightning.tracking import log_json, log_round_metrics
 
 
 class FederatedAggregation(RoundCallback):
@@ -17,7 +17,8 @@ class FederatedAggregation(RoundCallback):
     The weights of each network come from the module's federation strategy (``pl_module.strategy``;
     None leaves that network as it is) and are written into the round (``round.weights``). Every client
     whose copies are averaged sends them and receives the average: the wire counts those bytes
-    (cut ``G.weights`` / ``D.weights``).
+    (cut ``G.weights`` / ``D.weights``). With partial participation only the round's participants are
+    averaged, and the clients' models are then written to the networks' stores (`SplitNetwork.park`).
     """
 
     stage = "aggregate"
@@ -26,16 +27,21 @@ class FederatedAggregation(RoundCallback):
         strategy = pl_module.strategy
         per_network = strategy.round_weights(round)
         for name, net in (("G", pl_module.G), ("D", pl_module.D)):
-            if per_network.get(name) is None:
+            weights = per_network.get(name)
+            if weights is None:
+                if not net.all_resident:
+                    net.park(None, None)
                 continue
-            aggregate_network(net, per_network[name])
-            for client, nbytes in enumerate(client_state_bytes(net)):
+            group_averages = aggregate_network(net, weights)
+            if not net.all_resident:
+                net.park(weights.client_groups, group_averages)
+            for client, nbytes in zip(net.resident, net.client_state_bytes()):
                 if nbytes:
                     pl_module.wire.account(client, f"{name}.weights", UP, nbytes, "weights")
                     pl_module.wire.account(client, f"{name}.weights", DOWN, nbytes, "weights")
         round.weights = per_network
         r = round.index
-        record: dict = {"round": r, "mode": strategy.round_mode(r)}
+        record: dict = {"round": r, "mode": strategy.round_mode(r), "participants": list(round.clients)}
         weights = per_network.get("G") or per_network.get("D")
         if weights is None:
             record["aggregated"] = []
@@ -49,4 +55,5 @@ class FederatedAggregation(RoundCallback):
                 record["cluster_scores"] = weights.cluster_scores.tolist()
                 record["global_scores"] = weights.global_scores.tolist()
         self.history.append(record)
+        log_round_metrics(trainer, {"federation/participants": len(round.clients)}, r)
         log_json(trainer, record, f"round_{r:03d}.json", "weights")

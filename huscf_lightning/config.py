@@ -55,6 +55,8 @@ class FederationSpec:
     inside clusters; the method's default), or the class path of your own `FederationStrategy`.
     ``k``: number of clusters, an int or ``auto`` (silhouette over ``k_range``); ``None`` means the
     number of domains. ``alpha``: KLD temperature. ``warmup_rounds``: rounds of plain FedAvg first.
+    ``participation``: the clients that train in a round, drawn per round from the seed: a fraction in
+    (0, 1] of them (1.0, every client, is the paper's), or a whole number > 1 of clients.
     """
 
     mode: str = "kld_clustered"
@@ -62,6 +64,7 @@ class FederationSpec:
     k_range: list[int] = field(default_factory=lambda: [2, 8])
     alpha: float = 1.0
     warmup_rounds: int = 2
+    participation: float = 1.0
 
     def validate(self) -> None:
         """Raise a `ConfigError` naming the fix (LightningCLI already checks the Literal types)."""
@@ -84,6 +87,12 @@ class FederationSpec:
             )
         if self.warmup_rounds < 0:
             raise ConfigError(f"federation.warmup_rounds must be >= 0; got {self.warmup_rounds}.")
+        share = self.participation
+        if not (math.isfinite(share) and (0 < share <= 1 or (share > 1 and float(share).is_integer()))):
+            raise ConfigError(
+                f"federation.participation must be a fraction in (0, 1] of the clients (1.0: all of them, the "
+                f"paper's), or a whole number > 1 of clients per round; got {share}."
+            )
 
 
 @dataclass

@@ -3,13 +3,16 @@
 In forward the wire carries a cut-layer activation, in backward the gradient of that activation
 coming the other way. For autograd it is the identity; its job is to enforce the privacy contract
 (only floating-point activations and their gradients cross: labels are integers and are refused)
-and to count bytes per client, per cut and per direction. A compressing codec or a real network
-transport replaces `Wire.transport` without touching the training step.
+and to count bytes per client, per cut and per direction. Clients that cross the same cut at the same
+point of a step cross together: one call for the group, whose tensor is their parts concatenated on
+the batch axis, with each client's bytes counted from its part's size. A compressing codec or a real
+network transport replaces `Wire.transport` without touching the training step.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,15 +30,17 @@ class WireError(HuSCFError, TypeError):
 
 @dataclass(frozen=True)
 class Crossing:
-    """Where a tensor crosses: client index, cut name (e.g. ``"G.head"``) and direction."""
+    """Where a tensor crosses: the clients whose parts it carries (rows ``sizes[i]`` each, in order along the
+    batch axis), the cut's name (e.g. ``"G.head"``) and the direction."""
 
-    client: int
+    clients: tuple[int, ...]
+    sizes: tuple[int, ...]
     cut: str
     direction: str
 
-
-def _reverse(direction: str) -> str:
-    return DOWN if direction == UP else UP
+    def reversed(self) -> Crossing:
+        """The same crossing the other way (the gradient's)."""
+        return Crossing(self.clients, self.sizes, self.cut, DOWN if self.direction == UP else UP)
 
 
 class _WireFunction(torch.autograd.Function):
@@ -49,8 +54,7 @@ class _WireFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        back = Crossing(ctx.crossing.client, ctx.crossing.cut, _reverse(ctx.crossing.direction))
-        return ctx.wire.transport(grad, back, gradient=True), None, None
+        return ctx.wire.transport(grad, ctx.crossing.reversed(), gradient=True), None, None
 
 
 class Wire:
@@ -62,9 +66,17 @@ class Wire:
 
     def send(self, tensor: Tensor, client: int, cut: str, direction: str) -> Tensor:
         """Carry an activation across ``cut`` for ``client``; its gradient comes back the same way."""
+        rows = tensor.shape[0] if isinstance(tensor, Tensor) and tensor.dim() else 1
+        return self.send_group(tensor, [client], [rows], cut, direction)
+
+    def send_group(self, tensor: Tensor, clients: Sequence[int], sizes: Sequence[int], cut: str, direction: str) -> Tensor:
+        """Carry the activations of ``clients`` across ``cut`` in one crossing: ``tensor`` is their parts
+        concatenated on the batch axis, ``sizes[i]`` rows for ``clients[i]``. The gradient comes back the same way."""
         if direction not in (UP, DOWN):
             raise WireError(f"direction must be {UP!r} or {DOWN!r}, got {direction!r}")
-        return _WireFunction.apply(tensor, self, Crossing(client, cut, direction))
+        if len(clients) != len(sizes) or not clients:
+            raise WireError(f"send_group needs one size per client; got clients {list(clients)} and sizes {list(sizes)}.")
+        return _WireFunction.apply(tensor, self, Crossing(tuple(clients), tuple(int(n) for n in sizes), cut, direction))
 
     def account(self, client: int, cut: str, direction: str, nbytes: int, kind: str) -> None:
         """Count bytes that cross without a training tensor to carry: model weights at a round end, the data a
@@ -74,19 +86,23 @@ class Wire:
         self.bytes[(client, cut, direction, kind)] += int(nbytes)
 
     def transport(self, tensor: Tensor, crossing: Crossing, gradient: bool) -> Tensor:
-        """Move one tensor; the in-process wire only counts it. Override for compression/transport."""
-        self._check(tensor, crossing.client, crossing.cut)
+        """Move one tensor (the parts of ``crossing.clients``); the in-process wire only counts it, each client
+        its part's bytes. Override for compression/transport."""
+        self._check(tensor, crossing.clients, crossing.cut)
         kind = "gradient" if gradient else "activation"
-        self.bytes[(crossing.client, crossing.cut, crossing.direction, kind)] += tensor.numel() * tensor.element_size()
+        total, rows = tensor.numel() * tensor.element_size(), sum(crossing.sizes)
+        for client, size in zip(crossing.clients, crossing.sizes):
+            self.bytes[(client, crossing.cut, crossing.direction, kind)] += total * size // rows if rows else 0
         self.dtypes_carried.add(tensor.dtype)
         return tensor.view_as(tensor)
 
     @staticmethod
-    def _check(tensor: Tensor, client: int, cut: str) -> None:
+    def _check(tensor: Tensor, clients: Sequence[int], cut: str) -> None:
         if not isinstance(tensor, Tensor) or not tensor.is_floating_point():
             what = tensor.dtype if isinstance(tensor, Tensor) else type(tensor).__name__
+            who = f"client {clients[0]}" if len(clients) == 1 else f"clients {list(clients)}"
             raise WireError(
-                f"Refused to send a {what} tensor across cut {cut!r} for client {client}: only floating-point "
+                f"Refused to send a {what} tensor across cut {cut!r} for {who}: only floating-point "
                 f"cut-layer activations and their gradients may leave a client. Labels, indices and raw "
                 f"data stay local; keep them in the first/last block of the network."
             )

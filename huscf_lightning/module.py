@@ -3,7 +3,10 @@
 One training step is one iteration of METHOD.md for every client at once: G forward (client
 head -> server -> client tail), a D step on detached fakes and on reals, then a G step through D.
 Losses are summed over clients; one Adam covers all D parts and one all G parts (Adam is
-per-parameter, so this equals one Adam per part). At the end of a round's last epoch the module
+per-parameter, so this equals one Adam per part; the clients' copies are stacked tensors, so it steps
+one tensor per block parameter whatever the number of clients). With ``federation.participation``
+below 1 only the round's participants are resident in the networks and train; the others wait in
+the networks' client stores. At the end of a round's last epoch the module
 opens a `RoundState` (with the clustering features it kept during the round) and runs the round
 callbacks over it in stage order (`callbacks.round.run_round_end`); what a round end does with the
 clients' copies is the federation strategy's (`federation.strategy`).
@@ -22,6 +25,7 @@ from torch.nn import functional as F
 
 from huscf_lightning.config import ConfigError, EvaluationSpec, FederationSpec, PlanSpec
 from huscf_lightning.exchange import DOWN, UP, Wire
+from huscf_lightning.federation.participation import clients_per_round, draw_participants
 from huscf_lightning.federation.strategy import FederationStrategy, build_strategy
 from huscf_lightning.nets import BlockNetwork, ReferenceDiscriminator, ReferenceGenerator
 from huscf_lightning.rounds import RoundState
@@ -159,6 +163,15 @@ class HuSCFGAN(pl.LightningModule):
                 )
             return
         self.strategy.check_clients(len(client_domains))
+        first = draw_participants(len(client_domains), self.federation.participation, self.seed, 1)
+        if len(first) < len(client_domains):
+            if not self.strategy.partial_participation:
+                raise ConfigError(
+                    f"federation.mode={self.federation.mode} needs every client in every round, but "
+                    f"federation.participation={self.federation.participation} lets {len(first)} of "
+                    f"{len(client_domains)} take part; use participation 1.0 with it."
+                )
+            self.strategy.check_clients(len(first))
         self._check_templates()
         if plan is None:
             plan, self.plan_report = build_plan(
@@ -174,8 +187,8 @@ class HuSCFGAN(pl.LightningModule):
                 progress_bar=progress_bar,
                 placement=self.strategy.placement,
             )
-        G = SplitNetwork(self.generator_template, plan.head_tails("G"), "G", self.wire, self.batch_clients)
-        D = SplitNetwork(self.discriminator_template, plan.head_tails("D"), "D", self.wire, self.batch_clients)
+        G = SplitNetwork(self.generator_template, plan.head_tails("G"), "G", self.wire, self.batch_clients, first)
+        D = SplitNetwork(self.discriminator_template, plan.head_tails("D"), "D", self.wire, self.batch_clients, first)
         feature_block = D.common_server_block() if self.strategy.needs_features else None
         if self.strategy.needs_features and feature_block is None:
             raise ConfigError(
@@ -258,6 +271,44 @@ class HuSCFGAN(pl.LightningModule):
         return default_callbacks(self, self.trainer.callbacks if self._trainer is not None else ())
 
     # ----------------------------------------------------------------- rounds
+    @property
+    def partial_participation(self) -> bool:
+        """Whether only some clients train in a round (``federation.participation`` below every client)."""
+        return clients_per_round(self.num_clients, self.federation.participation) < self.num_clients
+
+    @property
+    def participants(self) -> tuple[int, ...]:
+        """The clients training in the current round (global indices): the networks' resident clients."""
+        return self.G.resident
+
+    def on_train_epoch_start(self) -> None:
+        """At a round's first epoch with partial participation: make the round's participants resident (the
+        previous ones were written to the store at the last round end) and give their copies fresh optimiser
+        state; the server blocks keep theirs."""
+        epoch = self.trainer.current_epoch
+        if not self.partial_participation or epoch % self.local_epochs:
+            return
+        drawn = draw_participants(self.num_clients, self.federation.participation, self.seed, epoch // self.local_epochs + 1)
+        if drawn == self.G.resident:
+            return
+        self.G.set_resident(drawn)
+        self.D.set_resident(drawn)
+        self._rebuild_optimizers()
+        log.info("round %d: clients %s take part", epoch // self.local_epochs + 1, list(drawn))
+
+    def _rebuild_optimizers(self) -> None:
+        """New optimisers over the networks' current parameters, carrying every parameter's state the old ones
+        had for it (the server blocks'; the stacks are new tensors and start afresh)."""
+        strategy = self.trainer.strategy
+        fresh = list(self.configure_optimizers())
+        for old, new in zip(strategy.optimizers, fresh):
+            for group in new.param_groups:
+                for param in group["params"]:
+                    if param in old.state:
+                        new.state[param] = old.state[param]
+        strategy.optimizers = fresh
+        self._g_params = None
+
     def is_round_end(self, trainer: pl.Trainer) -> bool:
         """True during the last epoch of a round (callbacks act in its on_train_epoch_end)."""
         return (trainer.current_epoch + 1) % self.local_epochs == 0
@@ -281,12 +332,20 @@ class HuSCFGAN(pl.LightningModule):
         if self._feature_block is not None:
             if self._round_activation is None:
                 raise RuntimeError("The round ended before any step of its last epoch ran; no clustering features.")
-            means = self._round_activation.client_means(self.num_clients)
+            means = self._round_activation.client_means(len(self.participants))
             # (K, C, L): channels by positions, as the KLD needs; a flat (K, D) activation is one channel of D positions
             features = means.flatten(2) if means.dim() > 2 else means.unsqueeze(1)
             self._round_activation = None
         last = self.current_round == self.trainer.max_epochs // self.local_epochs
-        state = RoundState(self.current_round, list(self.client_domains), list(self.client_sizes), last, features)
+        clients = list(self.participants)
+        state = RoundState(
+            self.current_round,
+            [self.client_domains[i] for i in clients],
+            [self.client_sizes[i] for i in clients],
+            last,
+            features,
+            clients=clients,
+        )
         run_round_end(self.trainer, self, state)
 
     # ----------------------------------------------------------------- training
@@ -298,6 +357,8 @@ class HuSCFGAN(pl.LightningModule):
         """One iteration of METHOD.md for all clients in lock-step: G forward, D on detached fakes and on
         reals (keeping the clustering features during a round's last epoch), D step, then G through D."""
         opt_g, opt_d = self.optimizers()
+        if not self.G.all_resident:  # the loader yields every client's batch; the round's participants train
+            batch = [batch[i] for i in self.participants]
         reals = [x for x, _ in batch]
         labels = [y for _, y in batch]
         sizes = [x.shape[0] for x in reals]
@@ -338,9 +399,11 @@ class HuSCFGAN(pl.LightningModule):
     def _send_generated(self, fakes: Sequence[Tensor], fake_labels: Sequence[Tensor]) -> list[Tensor]:
         """MD-GAN: each generated batch and the labels it was drawn for go from the server to its client (the
         images' gradient comes back over the wire in the G step); real data never leaves a client."""
-        for i, drawn in enumerate(fake_labels):
+        sizes = [fake.shape[0] for fake in fakes]
+        for i, drawn in zip(self.participants, fake_labels):
             self.wire.account(i, "G.labels", DOWN, drawn.numel() * drawn.element_size(), "synthetic labels")
-        return [self.wire.send(fake, i, "G.out", DOWN) for i, fake in enumerate(fakes)]
+        carried = self.wire.send_group(torch.cat(list(fakes)), list(self.participants), sizes, "G.out", DOWN)
+        return list(carried.split(sizes))
 
     def _generator_parameters(self) -> list[Tensor]:
         """Every G parameter (client copies and server blocks), listed once and reused every step."""
@@ -389,6 +452,10 @@ class HuSCFGAN(pl.LightningModule):
     # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["huscf"] = {
+            "layout": STATE_LAYOUT,
+            "resident": list(self.participants),
+            # with every client resident the stacks are the whole state; else the waiting clients' models too
+            "stores": {"G": self.G.store.state_dict(), "D": self.D.store.state_dict()} if self.partial_participation else None,
             "plan": self.plan.to_dict(),
             "plan_report": self.plan_report,
             "client_domains": self.client_domains,
@@ -410,6 +477,13 @@ class HuSCFGAN(pl.LightningModule):
                 "This checkpoint was not written by HuSCFGAN (no 'huscf' section): resume only from checkpoints of a "
                 "huscf_lightning run (they are under checkpoints/ and logged to MLflow as artifacts)."
             )
+        if state.get("layout") != STATE_LAYOUT or any(k.startswith(("G.client_blocks.", "D.client_blocks.")) for k in held):
+            raise ConfigError(
+                "This checkpoint was written by an older huscf_lightning that kept a module per client "
+                "(G.client_blocks.<client>.<block>...); this version stacks the clients' copies of a block into one "
+                "tensor per parameter and cannot resume or evaluate it. Resume it with the huscf_lightning version "
+                "that wrote it, or start a new run."
+            )
         plan = SplitPlan.from_dict(state["plan"])
         if self.G is None:
             self.plan_report = state["plan_report"]
@@ -419,9 +493,17 @@ class HuSCFGAN(pl.LightningModule):
                 "The checkpoint's split plan differs from this run's plan; resume with the same plan section "
                 "(the plan is logged as plan.json with every run)."
             )
+        for net in (self.G, self.D):
+            if state["stores"] is not None:
+                net.store.load_state_dict(state["stores"][net.name])
+            if list(net.resident) != list(state["resident"]):
+                net.set_resident(state["resident"])  # before Lightning loads the stacks' saved rows
         self._noise.set_state(state["noise_rng"])
         self.wire.load_state_dict(state["wire"])
         self.resumed_from_run = state.get("mlflow_run_id")
+
+
+STATE_LAYOUT = "stacked-clients-v1"  # the checkpoint layout of the clients' copies (split.stacked)
 
 
 def _mlflow_run_id(trainer: pl.Trainer | None) -> str | None:

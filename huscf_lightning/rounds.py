@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 class RoundState:
     """One round end: filled in as the round callbacks act on it. ``is_last``: the run's final round.
 
+    The round's clients are the ones that took part in it (every client unless ``federation.participation``
+    is below 1): ``clients`` holds their global indices, and ``client_domains``, ``client_sizes``,
+    ``features``, ``clusters`` and the weights are over them, in that order.
     ``features``: (K, C, L) batch mean of every client's last real batch at the first D block every
     client runs on the server, as channels by positions (None when the federation strategy needs none). ``clusters``: (K,) the
     cluster of every client, from the clustering callback. ``weights``: per network (``"G"``, ``"D"``)
@@ -35,6 +38,11 @@ class RoundState:
     clusters: Tensor | None = None
     weights: dict[str, AggregationWeights | None] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    clients: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.clients is None:
+            self.clients = list(range(len(self.client_domains)))
 
     @property
     def num_clients(self) -> int:

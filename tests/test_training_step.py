@@ -89,9 +89,9 @@ def test_clustering_features_are_the_last_real_batch_at_the_first_common_server_
     # by hand, from the raw blocks as they were before the last D step, on that step's real batches
     D, (xs, ys) = last.D.train(), zip(*last.reals)
     with torch.no_grad():
-        h0 = [D.client_blocks[i]["0"](xs[i], ys[i]) for i in range(4)]
+        h0 = [D.client_block(i, 0)(xs[i], ys[i]) for i in range(4)]
         s1 = D.server_blocks["1"](torch.cat([h0[0], h0[2]]))  # one server call for the clients with head 1
-        h1 = [s1[:8], D.client_blocks[1]["1"](h0[1]), s1[8:], D.client_blocks[3]["1"](h0[3])]
+        h1 = [s1[:8], D.client_block(1, 1)(h0[1]), s1[8:], D.client_block(3, 1)(h0[3])]
         s2 = D.server_blocks["2"](torch.cat(h1))  # block 2: all four clients in one call
     expected = torch.stack([part.mean(dim=0) for part in s2.split(8)]).flatten(2)  # (K, C, H*W) batch means
 

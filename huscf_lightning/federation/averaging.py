@@ -9,7 +9,7 @@ weighs (nonzero weight), so a counter never goes backwards and stays an integer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 
 import torch
 from torch import Tensor
@@ -34,13 +34,13 @@ def average_stacked(stacked: Tensor, weights: Tensor) -> Tensor:
     return _average_one("stacked", stacked, weights)
 
 
-def average_states(stacked: Mapping[str, Tensor], weights: Tensor) -> dict[str, Tensor]:
+def average_states(stacked: Mapping[Hashable, Tensor], weights: Tensor) -> dict[Hashable, Tensor]:
     """`average_stacked` for every tensor of a state, name -> (K, ...) to name -> (G, ...)."""
     _check_weights(weights)
     return {name: _average_one(name, tensor, weights) for name, tensor in stacked.items()}
 
 
-def _average_one(name: str, stacked: Tensor, weights: Tensor) -> Tensor:
+def _average_one(name: Hashable, stacked: Tensor, weights: Tensor) -> Tensor:
     """One tensor's averages; ``weights`` already checked."""
     if not torch.is_tensor(stacked) or stacked.dim() == 0 or stacked.shape[0] != weights.shape[1]:
         shape = tuple(stacked.shape) if torch.is_tensor(stacked) else type(stacked).__name__

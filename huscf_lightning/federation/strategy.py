@@ -38,7 +38,8 @@ class FederationStrategy:
 
     ``needs_clusters``: a `ClusteringRound` runs before aggregation and fills ``round.clusters``.
     ``needs_features``: the round carries the clients' server-side D features (``round.features``),
-    so the plan keeps a D block that every client runs on the server.
+    so the plan keeps a D block that every client runs on the server. ``partial_participation``: whether
+    the rule still means something when only some clients train in a round (``federation.participation``).
     """
 
     name: ClassVar[str] = ""
@@ -46,6 +47,7 @@ class FederationStrategy:
     needs_features: ClassVar[bool] = False
     placement: ClassVar[str] = "split"
     shares: ClassVar[str] = "cut-layer activations and their gradients"  # what leaves a client while training
+    partial_participation: ClassVar[bool] = True
 
     def __init__(self, spec: FederationSpec | None = None, seed: int = 0) -> None:
         self.spec = spec or FederationSpec(mode=self.name or "fedavg")
@@ -204,6 +206,7 @@ class Centralized(FederationStrategy):
     name = "centralized"
     placement = "central"
     shares = "raw data (images and labels)"
+    partial_participation = False  # the data is uploaded once: every client is in every batch
 
     def round_weights(self, round: RoundState) -> dict[str, AggregationWeights | None]:
         return {"G": None, "D": None}
@@ -219,6 +222,7 @@ class MDGAN(FederationStrategy):
     name = "md_gan"
     placement = "md_gan"
     shares = "synthetic data (generated images and their labels, server to clients)"
+    partial_participation = False  # the swap is a derangement over all the clients' discriminators
 
     def check_clients(self, num_clients: int) -> None:
         if num_clients < 2:

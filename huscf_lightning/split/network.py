@@ -1,17 +1,25 @@
-"""A block network split U-shape across many clients and one server.
+"""A block network split U-shape across many clients and one server, with the clients' copies stacked.
 
 Client ``i`` with cut (head h, tail t) runs blocks ``[0, h)`` and ``[n - t, n)`` on its own copies;
 blocks ``[h, n - t)`` run on the server. The baselines' whole-network placements are cuts too: (n, 0)
 keeps the whole network on the client, (0, 0) runs it wholly on the server, from inputs made there
-(MD-GAN's generator draws its own noise and labels) and with outputs that stay there. The server keeps ONE shared copy of every block that any
-client runs there and runs it once per step over the concatenation of the activations of all
-clients that need it. Every crossing of a cut goes through the `Wire`.
+(MD-GAN's generator draws its own noise and labels) and with outputs that stay there.
 
-Clients that run the same block on their own copies with same-shape inputs can be computed
-together: their copies' parameters are stacked and the block runs once under ``torch.func.vmap``
-(each client still uses only its own weights and batch-norm statistics). That turns one small call
-per client into one call per block, which keeps many clients fast on a GPU; on a CPU the per-client
-calls are not launch-bound and run faster one by one, so by default batching follows the device.
+Storage. The server keeps ONE shared module per block that any client runs there and runs it once
+per step over the concatenation of its clients' activations. The clients' copies of a block are one
+stacked module (`split.stacked`): every tensor has a leading client axis, row r for the r-th client
+that holds the block. A client's copy is a row of that storage, never a module of its own, so the
+optimiser steps one tensor per parameter whatever the number of clients, and aggregation reads and
+writes the storage directly (`stacked_states`, `load_client_averages`).
+
+Resident clients. The stacks hold the *resident* clients only (all of them by default). With partial
+participation the round's participants are resident; every other client's state waits in the
+`ClientStore` (host memory, shared per cluster model) and comes back with `set_resident`.
+
+Computing the clients' copies: one by one on the row views (fastest on a CPU, where calls are not
+launch-bound), or once per block under ``torch.func.vmap`` over the rows (a GPU), straight on the
+stacked tensors: nothing is restacked on the step path. Every crossing of a cut goes through the
+`Wire`, one call per cut and direction for all the clients that cross it together.
 """
 
 from __future__ import annotations
@@ -22,17 +30,27 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
 
 from huscf_lightning.exchange import DOWN, UP, Wire
 from huscf_lightning.nets import BlockNetwork, NetworkError
+from huscf_lightning.split.client_store import ClientStore, StateKey
 from huscf_lightning.split.plan import check_head_tail, is_whole_network_cut
+from huscf_lightning.split.stacked import (
+    call_row,
+    call_stacked,
+    named_tensors,
+    persistent_names,
+    row_views,
+    stack_block,
+    unstacked_row,
+    with_tensors,
+)
 
 
 @dataclass(frozen=True)
 class ServerActivation:
     """One server block's output over the clients that ran it there: the concatenated batch, whose
-    client each part is (``members``) and the parts' sizes."""
+    client each part is (``members``, resident positions) and the parts' sizes."""
 
     batch: Tensor
     members: tuple[int, ...]
@@ -49,8 +67,20 @@ class ServerActivation:
         return means[torch.as_tensor(self.members).argsort()]
 
 
+@dataclass(frozen=True)
+class _PlainBlocks:
+    """The template's blocks, outside the module tree: the structure stacks and client copies are made from."""
+
+    blocks: tuple[nn.Module, ...]
+
+
 class SplitNetwork(nn.Module):
-    """Per-client head/tail copies plus one shared server copy of each server block."""
+    """Stacked client head/tail copies plus one shared server copy of each server block.
+
+    ``resident``: the clients whose copies the stacks hold (default: all). Lists passed to `forward`
+    and returned by it, and the positions in ``local_members`` / ``server_members``, follow
+    ``resident`` order; the wire and the store speak of clients by their global index.
+    """
 
     def __init__(
         self,
@@ -59,6 +89,7 @@ class SplitNetwork(nn.Module):
         name: str,
         wire: Wire,
         batch_clients: bool | None = None,
+        resident: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         n = template.num_blocks
@@ -70,34 +101,31 @@ class SplitNetwork(nn.Module):
         self.head_tails = [tuple(ht) for ht in head_tails]
         self.wire = wire
         self.batch_clients = batch_clients
-        self.client_blocks = nn.ModuleList(
-            nn.ModuleDict({str(j): copy.deepcopy(template.blocks[j]) for j in range(n) if self.is_local(i, j)})
-            for i in range(self.num_clients)
-        )
-        self.server_members: list[tuple[int, ...]] = [
-            tuple(i for i in range(self.num_clients) if not self.is_local(i, j)) for j in range(n)
-        ]
+        self._plain = _PlainBlocks(tuple(copy.deepcopy(block) for block in template.blocks))
         self.server_blocks = nn.ModuleDict(
-            {str(j): copy.deepcopy(template.blocks[j]) for j in range(n) if self.server_members[j]}
+            {str(j): copy.deepcopy(template.blocks[j]) for j in range(n) if not all(self.is_local(i, j) for i in range(self.num_clients))}
         )
-        self.local_members: list[tuple[int, ...]] = [
-            tuple(i for i in range(self.num_clients) if self.is_local(i, j)) for j in range(n)
-        ]
+        self.client_stacks = nn.ModuleDict()
+        # what any client holds locally: the state a client keeps between the rounds it takes part in
+        held = [j for j in range(n) if any(self.is_local(i, j) for i in range(self.num_clients))]
+        initial = {(j, key): t.detach().clone() for j in held for key, t in self._plain.blocks[j].state_dict().items()}
+        self.store = ClientStore(initial, self.num_clients)
+        self.resident: tuple[int, ...] = ()
+        self.set_resident(range(self.num_clients) if resident is None else resident)
 
+    # ----------------------------------------------------------------- who holds what
     @property
     def num_clients(self) -> int:
         return len(self.head_tails)
 
+    @property
+    def all_resident(self) -> bool:
+        return len(self.resident) == self.num_clients
+
     def is_local(self, client: int, block: int) -> bool:
-        """Whether ``client`` runs ``block`` on its own copy (head or tail) rather than on the server."""
+        """Whether ``client`` (global index) runs ``block`` on its own copy (head or tail) rather than on the server."""
         h, t = self.head_tails[client]
         return block < h or block >= self.num_blocks - t
-
-    def block_used_by(self, client: int, block: int) -> nn.Module:
-        """The copy of ``block`` that ``client`` computes with: its own, or the server's shared one."""
-        if self.is_local(client, block):
-            return self.client_blocks[client][str(block)]
-        return self.server_blocks[str(block)]
 
     def common_server_block(self) -> int | None:
         """The first block that every client runs on the server (clustering features come from it)."""
@@ -105,12 +133,177 @@ class SplitNetwork(nn.Module):
         last = min(self.num_blocks - t for _, t in self.head_tails)
         return first if first < last else None
 
-    def client_path(self, client: int) -> BlockNetwork:
-        """The unsplit network that ``client`` effectively runs (shares modules; no wire, no copy)."""
-        return BlockNetwork([self.block_used_by(client, j) for j in range(self.num_blocks)])
+    def set_resident(self, clients: Sequence[int]) -> None:
+        """Hold the copies of ``clients`` (global indices) in the stacks, from the store; the others' stacked
+        state is dropped, so write it to the store first (`park`). Rebuilding the stacks makes new parameters:
+        an optimiser over the old ones must be rebuilt too."""
+        resident = tuple(sorted(int(c) for c in clients))
+        if not resident or len(set(resident)) != len(resident) or not 0 <= resident[0] <= resident[-1] < self.num_clients:
+            raise NetworkError(f"Resident clients must be distinct indices in 0..{self.num_clients - 1}; got {list(clients)}.")
+        device = self._device()
+        self.resident = resident
+        self.local_members: list[tuple[int, ...]] = [
+            tuple(p for p, i in enumerate(resident) if self.is_local(i, j)) for j in range(self.num_blocks)
+        ]
+        self.server_members: list[tuple[int, ...]] = [
+            tuple(p for p, i in enumerate(resident) if not self.is_local(i, j)) for j in range(self.num_blocks)
+        ]
+        self._row = [{p: r for r, p in enumerate(members)} for members in self.local_members]
+        stacks = {}
+        for j, members in enumerate(self.local_members):
+            if not members:
+                continue
+            plain = self._plain.blocks[j]
+            states = [self._client_block_state(resident[p], j, plain) for p in members]
+            stacks[str(j)] = stack_block(plain, states).to(device).train(self.training)
+        self.client_stacks = nn.ModuleDict(stacks)
 
+    def _client_block_state(self, client: int, block: int, plain: nn.Module) -> dict[str, Tensor]:
+        """Every tensor of ``client``'s copy of ``block``: its stored state, plain-block values for the rest."""
+        tensors = {name: t.detach() for name, t in named_tensors(plain).items()}
+        stored = self.store.client_state(client)
+        for name in persistent_names(plain):
+            tensors[name] = stored[(block, name)]
+        return tensors
+
+    def _device(self) -> torch.device:
+        for tensor in list(self.server_blocks.parameters()) + list(self.client_stacks.parameters()):
+            return tensor.device
+        return torch.device("cpu")
+
+    # ----------------------------------------------------------------- per-client state
+    def used_tensors(self, client: int) -> dict[StateKey, Tensor]:
+        """(block, name) -> the tensor resident ``client`` computes with: a row view of its stack, or the server's."""
+        p = self.resident.index(client)
+        used: dict[StateKey, Tensor] = {}
+        for j in range(self.num_blocks):
+            if p in self._row[j]:
+                stack, row = self.client_stacks[str(j)], self._row[j][p]
+                used.update({(j, name): t[row] for name, t in stack.state_dict(keep_vars=True).items()})
+            else:
+                used.update({(j, name): t for name, t in self.server_blocks[str(j)].state_dict(keep_vars=True).items()})
+        return used
+
+    def used_gradients(self, client: int) -> dict[StateKey, Tensor | None]:
+        """(block, name) -> the gradient of each parameter ``client`` computes with (its row, or the server's)."""
+        p = self.resident.index(client)
+        grads: dict[StateKey, Tensor | None] = {}
+        for j in range(self.num_blocks):
+            local = p in self._row[j]
+            module = self.client_stacks[str(j)] if local else self.server_blocks[str(j)]
+            for name, param in module.named_parameters():
+                grad = param.grad
+                grads[(j, name)] = grad[self._row[j][p]] if local and grad is not None else grad
+        return grads
+
+    def client_block(self, client: int, block: int) -> nn.Module:
+        """A copy of ``client``'s own copy of ``block`` (global index; from its stack row, or from the store when it
+        is not resident) as a plain module, in the network's mode. Writing into it changes nothing here."""
+        if not self.is_local(client, block):
+            raise NetworkError(f"Client {client} runs block {block} of {self.name} on the server; it holds no copy.")
+        plain = self._plain.blocks[block]
+        if client in self.resident:
+            row = self._row[block][self.resident.index(client)]
+            copied = unstacked_row(self.client_stacks[str(block)], plain, row)
+        else:
+            state = self._client_block_state(client, block, plain)
+            copied = with_tensors(plain, {name: t.to(self._device()).clone() for name, t in state.items()})
+        return copied.train(self.training)
+
+    def client_path(self, client: int) -> BlockNetwork:
+        """The unsplit network ``client`` (global index) computes with: copies of its own blocks (`client_block`)
+        around the server's shared blocks."""
+        blocks = [
+            self.client_block(client, j) if self.is_local(client, j) else self.server_blocks[str(j)]
+            for j in range(self.num_blocks)
+        ]
+        return BlockNetwork(blocks).train(self.training)
+
+    def stacked_states(self) -> dict[StateKey, Tensor]:
+        """(block, name) -> (R, ...): the state every resident client uses, in resident order, for aggregation.
+
+        A block every resident holds itself is its stack as it is (no copy); a block every resident runs on
+        the server is the server's tensor expanded (no copy); a mixed block gathers rows and the server's.
+        """
+        states: dict[StateKey, Tensor] = {}
+        resident = len(self.resident)
+        for j in range(self.num_blocks):
+            stack = self.client_stacks[str(j)] if str(j) in self.client_stacks else None
+            server = self.server_blocks[str(j)] if str(j) in self.server_blocks else None
+            names = persistent_names(stack if stack is not None else server)
+            stacked = stack.state_dict(keep_vars=True) if stack is not None else {}
+            shared = server.state_dict(keep_vars=True) if server is not None else {}
+            if stack is not None and len(self.local_members[j]) == resident:
+                states.update({(j, n): stacked[n].detach() for n in names})
+            elif stack is None:
+                states.update({(j, n): shared[n].detach().unsqueeze(0).expand(resident, *shared[n].shape) for n in names})
+            else:  # rows of the stack where the client holds the block, the server's row (appended last) elsewhere
+                source = torch.tensor([self._row[j].get(p, len(self.local_members[j])) for p in range(resident)])
+                for n in names:
+                    both = torch.cat([stacked[n].detach(), shared[n].detach().unsqueeze(0)])
+                    states[(j, n)] = both[source.to(both.device)]
+        return states
+
+    @torch.no_grad()
+    def load_client_averages(self, averages: dict[StateKey, Tensor], groups: Tensor) -> None:
+        """Write into every stack row its client's group average: ``averages`` (block, name) -> (G, ...),
+        ``groups`` (R,) the group of every resident client. One indexed copy per stacked tensor."""
+        dst: list[Tensor] = []
+        src: list[Tensor] = []
+        for j, members in enumerate(self.local_members):
+            if not members:
+                continue
+            rows_groups = groups[list(members)].to(self._device())
+            for name, tensor in self.client_stacks[str(j)].state_dict(keep_vars=True).items():
+                dst.append(tensor.data if isinstance(tensor, nn.Parameter) else tensor)
+                src.append(averages[(j, name)][rows_groups])
+        copy_tensors(dst, src)
+
+    @torch.no_grad()
+    def load_server_average(self, averages: dict[StateKey, Tensor]) -> None:
+        """Write ``averages`` (block, name) -> (1, ...) into the server's shared blocks."""
+        dst: list[Tensor] = []
+        src: list[Tensor] = []
+        for j, block in self.server_blocks.items():
+            for name, tensor in block.state_dict(keep_vars=True).items():
+                dst.append(tensor.data if isinstance(tensor, nn.Parameter) else tensor)
+                src.append(averages[(int(j), name)][0])
+        copy_tensors(dst, src)
+
+    def server_keys(self) -> list[StateKey]:
+        """The (block, name) of every tensor of the server's shared blocks."""
+        return [(int(j), name) for j, block in self.server_blocks.items() for name in persistent_names(block)]
+
+    def client_state_bytes(self) -> list[int]:
+        """Per resident client: bytes of the state of the blocks it holds itself (what it sends, and receives, at
+        aggregation), from the stacks' row sizes."""
+        per_client = [0] * len(self.resident)
+        for j, members in enumerate(self.local_members):
+            if not members:
+                continue
+            row = sum(t[0].numel() * t.element_size() for t in self.client_stacks[str(j)].state_dict().values())
+            for p in members:
+                per_client[p] += row
+        return per_client
+
+    @torch.no_grad()
+    def park(self, groups: Tensor | None, group_averages: dict[StateKey, Tensor] | None) -> None:
+        """Write the resident clients' state into the store at a round end: one model per group (``groups``
+        (R,), ``group_averages`` (block, name) -> (G, ...)), or each its own when the round aggregated nothing."""
+        keys = self.store.keys
+        if groups is None:
+            states = self.stacked_states()
+            models = [{key: states[key][p].cpu().clone() for key in keys} for p in range(len(self.resident))]
+            self.store.update(self.resident, torch.arange(len(self.resident)), models)
+            return
+        if group_averages is None or any(key not in group_averages for key in keys):
+            raise NetworkError("park needs the group average of every block a client holds; aggregate over all of them.")
+        models = [{key: group_averages[key][g].cpu().clone() for key in keys} for g in range(int(groups.max()) + 1)]
+        self.store.update(self.resident, groups.cpu(), models)
+
+    # ----------------------------------------------------------------- forward
     def forward(self, inputs: Sequence[Tensor | None], labels: Sequence[Tensor | None]) -> list[Tensor | None]:
-        """Run every active client (input not None) through its path; returns per-client outputs.
+        """Run every active resident client (input not None) through its path; returns per-client outputs.
 
         The server part of the batch stays concatenated while its membership does not change,
         so a run of shared blocks costs one call each over the whole server batch.
@@ -126,93 +319,90 @@ class SplitNetwork(nn.Module):
     def _forward(
         self, inputs: Sequence[Tensor | None], labels: Sequence[Tensor | None], keep: int | None
     ) -> tuple[list[Tensor | None], ServerActivation | None]:
+        if len(inputs) != len(self.resident):
+            raise NetworkError(
+                f"{self.name} holds {len(self.resident)} resident clients but got inputs for {len(inputs)}; pass one "
+                "input (or None) per resident client, in resident order."
+            )
         active = [x is not None for x in inputs]
         acts: list[Tensor | None] = list(inputs)
         batch: Tensor | None = None
         members: tuple[int, ...] = ()
         sizes: list[int] = []
         kept = None
+        views: dict[int, list[dict[str, Tensor]]] = {}
         for j in range(self.num_blocks):
-            now = tuple(i for i in self.server_members[j] if active[i])
+            now = tuple(p for p in self.server_members[j] if active[p])
             if members and now != members:
-                for i, part in zip(members, batch.split(sizes)):
-                    acts[i] = part if i in now else self.wire.send(part, i, f"{self.name}.tail", DOWN)
-            self._run_local(j, [i for i in self.local_members[j] if active[i]], acts, labels)
+                parts = dict(zip(members, batch.split(sizes)))
+                leaving = [p for p in members if p not in now]
+                for p, part in zip(leaving, self._cross([parts[p] for p in leaving], leaving, "tail", DOWN)):
+                    acts[p] = part
+                for p in now:
+                    if p in parts:
+                        acts[p] = parts[p]
+            self._run_local(j, [p for p in self.local_members[j] if active[p]], acts, labels, views)
             if now:
                 if now != members:
                     # a whole network on the server (head 0) starts from inputs that are there already
-                    parts = [acts[i] if i in members or j == 0 else self.wire.send(acts[i], i, f"{self.name}.head", UP) for i in now]
-                    sizes = [p.shape[0] for p in parts]
-                    batch = torch.cat(parts) if len(parts) > 1 else parts[0]
+                    arriving = [p for p in now if p not in members and j > 0]
+                    for p, part in zip(arriving, self._cross([acts[p] for p in arriving], arriving, "head", UP)):
+                        acts[p] = part
+                    sizes = [acts[p].shape[0] for p in now]
+                    batch = torch.cat([acts[p] for p in now]) if len(now) > 1 else acts[now[0]]
                 block = self.server_blocks[str(j)]
-                batch = block(batch, torch.cat([labels[i] for i in now])) if j == 0 else block(batch)
+                batch = block(batch, torch.cat([labels[p] for p in now])) if j == 0 else block(batch)
                 if j == keep:
                     kept = ServerActivation(batch.detach(), now, list(sizes))
             members = now
         if members:  # a network that ends on the server (tail 0): its outputs stay there
-            for i, part in zip(members, batch.split(sizes)):
-                acts[i] = part
+            for p, part in zip(members, batch.split(sizes)):
+                acts[p] = part
         return acts, kept
 
-    def _run_local(self, j: int, clients: list[int], acts: list[Tensor | None], labels: Sequence[Tensor | None]) -> None:
-        """Block ``j`` on the own copies of ``clients``; those with same-shape inputs in one batched call."""
-        if not clients:
+    def _cross(self, parts: list[Tensor], positions: list[int], end: str, direction: str) -> list[Tensor]:
+        """Carry the clients' ``parts`` across this network's ``end`` cut in one wire call; returns them split."""
+        if not parts:
+            return []
+        sizes = [part.shape[0] for part in parts]
+        joined = torch.cat(parts) if len(parts) > 1 else parts[0]
+        clients = [self.resident[p] for p in positions]
+        carried = self.wire.send_group(joined, clients, sizes, f"{self.name}.{end}", direction)
+        return list(carried.split(sizes)) if len(parts) > 1 else [carried]
+
+    def _run_local(
+        self,
+        j: int,
+        positions: list[int],
+        acts: list[Tensor | None],
+        labels: Sequence[Tensor | None],
+        views: dict[int, list[dict[str, Tensor]]],
+    ) -> None:
+        """Block ``j`` on the own copies of ``positions``; those with same-shape inputs in one batched call."""
+        if not positions:
             return
-        batched = self.batch_clients if self.batch_clients is not None else acts[clients[0]].is_cuda
+        stack = self.client_stacks[str(j)]
+        batched = self.batch_clients if self.batch_clients is not None else acts[positions[0]].is_cuda
         groups: dict[tuple[int, ...], list[int]] = {}
-        for i in clients:
-            groups.setdefault(tuple(acts[i].shape), []).append(i)
-        for members in groups.values():
-            if len(members) == 1 or not batched:
-                for i in members:
-                    block = self.client_blocks[i][str(j)]
-                    acts[i] = block(acts[i], labels[i]) if j == 0 else block(acts[i])
+        for p in positions:
+            groups.setdefault(tuple(acts[p].shape), []).append(p)
+        for group in groups.values():
+            if len(group) == 1 or not batched:
+                if j not in views:
+                    views[j] = row_views(stack)
+                for p in group:
+                    inputs = (acts[p], labels[p]) if j == 0 else (acts[p],)
+                    acts[p] = call_row(stack, views[j][self._row[j][p]], inputs)
                 continue
-            args = [torch.stack([acts[i] for i in members])]
+            args = [torch.stack([acts[p] for p in group])]
             if j == 0:
-                args.append(torch.stack([labels[i] for i in members]))
-            outputs = self._stacked_call(j, members, args)
-            for i, out in zip(members, outputs.unbind(0)):
-                acts[i] = out
-
-    def _stacked_call(self, j: int, members: list[int], args: list[Tensor]) -> Tensor:
-        """Run block ``j`` once for ``members``, each on its own copy, over inputs stacked on a client axis.
-
-        The parameters are stacked differentiably (each client's gradient lands in its own copy);
-        batch-norm running statistics are updated on the stacked buffers and copied back.
-        """
-        blocks = [self.client_blocks[i][str(j)] for i in members]
-        template = blocks[0]
-        params = {n: torch.stack([b.get_parameter(n) for b in blocks]) for n, _ in template.named_parameters()}
-        buffers = {n: torch.stack([b.get_buffer(n) for b in blocks]) for n, _ in template.named_buffers()}
-
-        def run_one(p: dict[str, Tensor], b: dict[str, Tensor], *inputs: Tensor) -> Tensor:
-            return functional_call(template, (p, b), inputs)
-
-        try:
-            outputs = vmap(run_one, randomness="different")(params, buffers, *args)  # dropout: each client its own mask
-        except RuntimeError as err:
-            if not _runs_unbatched(template, [a[0] for a in args]):
-                raise  # the block fails without vmap too: not a batching problem, the original error says what
-            raise NetworkError(
-                f"Block {j} of {self.name} runs for one client but not batched over clients with torch.func.vmap: "
-                f"{err}. Make the block vmap-compatible (no .item() or data-dependent Python branches, no in-place "
-                "writes to tensors it does not own), or run clients one by one with --model.batch_clients=false."
-            ) from err
-        if template.training:
-            for n, stacked in buffers.items():
-                copy_tensors([b.get_buffer(n) for b in blocks], list(stacked.unbind(0)))
-        return outputs
-
-
-def _runs_unbatched(block: nn.Module, inputs: list[Tensor]) -> bool:
-    """Whether ``block`` runs on one client's inputs without vmap (on a copy: its buffers stay as they are)."""
-    try:
-        with torch.no_grad():
-            copy.deepcopy(block)(*inputs)
-    except RuntimeError:
-        return False
-    return True
+                args.append(torch.stack([labels[p] for p in group]))
+            rows = [self._row[j][p] for p in group]
+            every_row = rows == list(range(len(self.local_members[j])))
+            index = None if every_row else torch.tensor(rows, device=args[0].device)
+            outputs = call_stacked(stack, index, args, f"Block {j} of {self.name}")
+            for p, out in zip(group, outputs.unbind(0)):
+                acts[p] = out
 
 
 @torch.no_grad()

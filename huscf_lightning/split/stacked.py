@@ -1,0 +1,112 @@
+"""One block's client copies as a single module whose every tensor has a leading client axis.
+
+`stack_block` turns a block into its stacked form: a copy of the block in which every parameter
+and buffer holds the copies of all its clients, row r for the r-th of them. The stacked module is
+never called directly. A client's copy is a row of the storage, not a module: `row_views` gives
+each client's views (for clients run one by one) and `call_stacked` runs the block once over all
+(or some) rows under ``torch.func.vmap``. Both go through ``torch.func.functional_call``, so
+gradients land in the stacked ``.grad`` (one tensor per parameter, whatever the number of clients),
+batch-norm running statistics are written in place into the stacked buffers, and one optimiser
+step over the stacked parameters is one step of every client's copy (Adam is elementwise).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from huscf_lightning.nets import NetworkError
+
+
+def named_tensors(module: nn.Module) -> dict[str, Tensor]:
+    """Every parameter and buffer (persistent or not) by its state-dict name: what functional_call replaces."""
+    return dict(module.named_parameters()) | dict(module.named_buffers())
+
+
+def persistent_names(module: nn.Module) -> list[str]:
+    """The names of the tensors a state dict holds (non-persistent buffers left out)."""
+    return list(module.state_dict(keep_vars=True))
+
+
+def with_tensors(block: nn.Module, tensors: Mapping[str, Tensor]) -> nn.Module:
+    """A copy of ``block`` holding ``tensors`` (name -> tensor) instead of its own; parameters stay parameters."""
+    made = copy.deepcopy(block)
+    for name, old in named_tensors(made).items():
+        owner_name, _, attr = name.rpartition(".")
+        owner = made.get_submodule(owner_name)
+        value = tensors[name]
+        if isinstance(old, nn.Parameter):
+            owner._parameters[attr] = nn.Parameter(value, requires_grad=old.requires_grad)
+        else:
+            owner._buffers[attr] = value
+    return made
+
+
+def stack_block(block: nn.Module, states: Sequence[Mapping[str, Tensor]]) -> nn.Module:
+    """The stacked form of ``block``: row r of every tensor is ``states[r]``'s (each state: name -> tensor)."""
+    names = named_tensors(block)
+    return with_tensors(block, {name: torch.stack([state[name] for state in states]) for name in names})
+
+
+def unstacked_row(stacked: nn.Module, template: nn.Module, row: int) -> nn.Module:
+    """Client ``row``'s copy of the block as a plain module of ``template``'s structure (a copy, not a view)."""
+    return with_tensors(template, {name: t[row].detach().clone() for name, t in named_tensors(stacked).items()})
+
+
+def row_views(stacked: nn.Module) -> list[dict[str, Tensor]]:
+    """Per row: name -> that row's view of every tensor. One ``unbind`` per tensor, so the backward of all
+    rows' uses is one stacked gradient (indexing rows one at a time would build one full-size gradient each)."""
+    unbound = {name: t.unbind(0) for name, t in named_tensors(stacked).items()}
+    rows = len(next(iter(unbound.values()))) if unbound else 0
+    return [{name: parts[r] for name, parts in unbound.items()} for r in range(rows)]
+
+
+def call_row(stacked: nn.Module, views: Mapping[str, Tensor], inputs: Sequence[Tensor]) -> Tensor:
+    """The block's forward for one client, on that client's views."""
+    return functional_call(stacked, dict(views), tuple(inputs))
+
+
+def call_stacked(stacked: nn.Module, rows: Tensor | None, inputs: Sequence[Tensor], where: str) -> Tensor:
+    """The block once over the clients in ``rows`` (None: every row), each on its own copy, under vmap.
+
+    ``inputs`` are stacked on a leading client axis in ``rows`` order. With every row the stacked tensors
+    are used as they are (nothing is copied); a subset is gathered, and its updated batch-norm statistics
+    are written back. ``where`` names the block in an error.
+    """
+    tensors = named_tensors(stacked)
+    params = {n: t if rows is None else t[rows] for n, t in tensors.items() if isinstance(t, nn.Parameter)}
+    buffers = {n: t if rows is None else t[rows] for n, t in tensors.items() if not isinstance(t, nn.Parameter)}
+
+    def run_one(p: dict[str, Tensor], b: dict[str, Tensor], *args: Tensor) -> Tensor:
+        return functional_call(stacked, (p, b), args)
+
+    try:
+        outputs = vmap(run_one, randomness="different")(params, buffers, *inputs)  # dropout: each client its own mask
+    except RuntimeError as err:
+        if not _runs_unbatched(stacked, [x[0] for x in inputs]):
+            raise  # the block fails without vmap too: not a batching problem, the original error says what
+        raise NetworkError(
+            f"{where} runs for one client but not batched over clients with torch.func.vmap: {err}. Make the block "
+            "vmap-compatible (no .item() or data-dependent Python branches, no in-place writes to tensors it does "
+            "not own), or run clients one by one with --model.batch_clients=false."
+        ) from err
+    if rows is not None and stacked.training:
+        with torch.no_grad():
+            for name, gathered in buffers.items():
+                tensors[name].index_copy_(0, rows, gathered)
+    return outputs
+
+
+def _runs_unbatched(stacked: nn.Module, inputs: list[Tensor]) -> bool:
+    """Whether the block runs on one client's inputs without vmap (on copies of row 0: the storage is untouched)."""
+    views = {name: view.detach().clone() for name, view in row_views(stacked)[0].items()}
+    try:
+        with torch.no_grad():
+            call_row(stacked, views, inputs)
+    except RuntimeError:
+        return False
+    return True
