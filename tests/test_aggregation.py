@@ -1,11 +1,11 @@
-"""Aggregation over heterogeneous cuts equals a hand computation (parameters and BN buffers)."""
+"""Aggregation on the stacked storage over heterogeneous cuts equals a hand computation (parameters and BN buffers)."""
 
 from __future__ import annotations
 
 import torch
 
 from huscf_lightning.exchange import Wire
-from huscf_lightning.federation.states import aggregate_network, stacked_states
+from huscf_lightning.federation.states import aggregate_network
 from huscf_lightning.federation.weights import AggregationWeights, fedavg_aggregation
 from huscf_lightning.nets import ReferenceGenerator
 from huscf_lightning.split import SplitNetwork
@@ -18,10 +18,10 @@ def _distinct_network() -> SplitNetwork:
     with torch.no_grad():
         for value, tensor in enumerate(list(net.parameters()) + [b for b in net.buffers() if b.is_floating_point()]):
             tensor.copy_(torch.randn_like(tensor) + value)
-        for i, blocks in enumerate(net.client_blocks):
-            for module in blocks.modules():
-                if hasattr(module, "num_batches_tracked"):
-                    module.num_batches_tracked.fill_(10 * (i + 1))
+        for j, stack in net.client_stacks.items():
+            for name, counter in stack.named_buffers():
+                if name.endswith("num_batches_tracked"):  # row r is client local_members[j][r]'s counter
+                    counter.copy_(torch.tensor([10 * (i + 1) for i in net.local_members[int(j)]]))
         for module in net.server_blocks.modules():
             if hasattr(module, "num_batches_tracked"):
                 module.num_batches_tracked.fill_(7)
@@ -29,7 +29,7 @@ def _distinct_network() -> SplitNetwork:
 
 
 def _used(net: SplitNetwork, client: int, block: int, name: str) -> torch.Tensor:
-    return net.block_used_by(client, block).state_dict()[name].clone()
+    return net.used_tensors(client)[(block, name)].detach().clone()
 
 
 def test_fedavg_over_heterogeneous_cuts_equals_hand_computation() -> None:
@@ -82,8 +82,10 @@ def test_clustered_weights_keep_groups_apart_and_server_takes_global_average() -
 
 def test_stacked_view_lines_up_blocks_wherever_they_live() -> None:
     net = _distinct_network()
-    stacked = stacked_states(net)
-    assert stacked["1.0.weight"].shape[0] == 3
-    torch.testing.assert_close(stacked["1.0.weight"][0], net.server_blocks["1"].state_dict()["0.weight"])
-    torch.testing.assert_close(stacked["1.0.weight"][1], net.client_blocks[1]["1"].state_dict()["0.weight"])
-    assert set(stacked) == {f"{j}.{k}" for j, b in enumerate(ReferenceGenerator().blocks) for k in b.state_dict()}
+    stacked = net.stacked_states()
+    assert stacked[(1, "0.weight")].shape[0] == 3
+    torch.testing.assert_close(stacked[(1, "0.weight")][0], net.server_blocks["1"].state_dict()["0.weight"])
+    torch.testing.assert_close(stacked[(1, "0.weight")][1], net.client_block(1, 1).state_dict()["0.weight"])
+    assert set(stacked) == {(j, k) for j, b in enumerate(ReferenceGenerator().blocks) for k in b.state_dict()}
+    # a block every client holds is its stack as it is: no copy
+    assert stacked[(0, "linear.weight")].data_ptr() == net.client_stacks["0"].get_parameter("linear.weight").data_ptr()

@@ -27,8 +27,13 @@ class BeforeAggregation(RoundCallback):
     stage = "cluster"
 
     def on_round_end(self, trainer, pl_module, round) -> None:
-        self.G = [copy.deepcopy(blocks.state_dict()) for blocks in pl_module.G.client_blocks]
-        self.D = [copy.deepcopy(blocks.state_dict()) for blocks in pl_module.D.client_blocks]
+        self.G = [_own_state(pl_module.G, client) for client in range(pl_module.num_clients)]
+        self.D = [_own_state(pl_module.D, client) for client in range(pl_module.num_clients)]
+
+
+def _own_state(net, client: int) -> dict:
+    """Copies of every tensor of the blocks ``client`` holds itself, by (block, name)."""
+    return {key: t.detach().clone() for key, t in net.client_state(client).items()}
 
 
 class FirstBatch(pl.Callback):
@@ -62,7 +67,7 @@ def test_fedgan_every_client_ends_a_round_with_the_size_weighted_average_of_whol
                 continue
             by_hand = sum(float(n) * s[key].double() for n, s in zip(sizes, states)) / sizes.sum()
             for client in range(4):
-                after = net.client_blocks[client].state_dict()[key]
+                after = net.client_state(client)[key]
                 torch.testing.assert_close(after.double(), by_hand, rtol=1e-5, atol=1e-6, msg=f"{name} {key} client {client}")
     assert (model.plan.placement, model.plan_report["method"]) == ("client", "client")
     assert model.plan_report["latency_s"] > 0
@@ -73,7 +78,7 @@ def test_local_training_never_aggregates(tmp_path) -> None:
     model, _ = _fit("local", [DomainSpec("digits", 2), DomainSpec("glyphs", 2)], tmp_path, [before])
     for net, states in ((model.G, before.G), (model.D, before.D)):
         for client, state in enumerate(states):
-            for key, value in net.client_blocks[client].state_dict().items():
+            for key, value in net.client_state(client).items():
                 assert torch.equal(value, state[key]), key
     assert model.wire.total() == 0  # nothing crosses, not even weights
 
@@ -99,7 +104,7 @@ def test_md_gan_sends_only_generated_batches_and_their_gradients_and_swaps_discr
     wire, before, first = RecordingWire(), BeforeAggregation(), FirstBatch()
     model, _ = _fit("md_gan", [DomainSpec("digits", 2), DomainSpec("glyphs", 2)], tmp_path, [before, first], wire=wire,
                     seed=5)
-    assert len(model.G.client_blocks[0]) == 0 and len(model.D.server_blocks) == 0  # G on the server, D on the clients
+    assert len(model.G.client_stacks) == 0 and len(model.D.server_blocks) == 0  # G on the server, D on the clients
     crossings = {(c.cut, c.direction, gradient) for c, gradient, _ in wire.carried}
     assert crossings == {("G.out", "down", False), ("G.out", "up", True)}  # images down, their gradients up
     for crossing, gradient, tensor in wire.carried:
@@ -114,7 +119,7 @@ def test_md_gan_sends_only_generated_batches_and_their_gradients_and_swaps_discr
     swap = discriminator_swap(4, 5, 1).client_matrix.argmax(dim=1)
     assert not bool((swap == torch.arange(4)).any())
     for client in range(4):
-        for key, value in model.D.client_blocks[client].state_dict().items():
+        for key, value in model.D.client_state(client).items():
             assert torch.equal(value, before.D[int(swap[client])][key]), (client, key)
 
 

@@ -32,7 +32,7 @@ def test_mixed_cut_split_network_on_cuda_equals_the_cpu(name: str) -> None:
     inputs = [torch.randn(5, 100) if name == "G" else torch.rand(5, 1, 28, 28) * 2 - 1 for _ in MIXED_CUTS]
     inputs = [x.double() for x in inputs]
     calls = []
-    gpu.client_blocks[0]["0"].register_forward_hook(lambda m, inp, out: calls.append(inp[0].shape))
+    gpu.client_stacks["0"].register_forward_hook(lambda m, inp, out: calls.append(inp[0].shape))
     on_cpu = cpu(inputs, labels)
     on_gpu = gpu([x.cuda() for x in inputs], [y.cuda() for y in labels])
     assert len(calls) == 1  # block 0 of all clients in one stacked call
@@ -77,7 +77,7 @@ def test_a_clustered_kld_run_trains_and_aggregates_on_the_gpu(tmp_path) -> None:
     for net in (model.G, model.D):  # members of one cluster hold the same copy of block 0 (always local)
         for i in range(model.num_clients):
             for j in range(model.num_clients):
-                same = all(torch.equal(v, net.client_blocks[j]["0"].state_dict()[k])
-                           for k, v in net.client_blocks[i]["0"].state_dict().items())
+                own_i, own_j = net.client_state(i), net.client_state(j)
+                same = all(torch.equal(v, own_j[key]) for key, v in own_i.items() if key[0] == 0)
                 assert same == (groups[i] == groups[j])
     assert model.wire.dtypes_carried == {torch.float32}

@@ -162,11 +162,11 @@ def test_wire_carries_exactly_the_cut_activations_and_gradients_of_training(tmp_
         d_head, d_tail = d_bytes[dh - 1], d_bytes[len(d_bytes) - dt - 1]
         # up: head activations and tail gradients; down: head gradients and tail activations
         expected = samples * (g_head + g_tail + 3 * (d_head + d_tail))
-        held = [cli.model.G.client_blocks[i], cli.model.D.client_blocks[i]]
-        weights = sum(t.numel() * t.element_size() for blocks in held for t in blocks.state_dict().values())
+        held = [cli.model.G.client_state(i), cli.model.D.client_state(i)]
+        weights = sum(t.numel() * t.element_size() for state in held for t in state.values())
         assert record["wire/G.weights/up"] + record["wire/D.weights/up"] == sum(
             t.numel() * t.element_size() for c in range(4) for net in (cli.model.G, cli.model.D)
-            for t in net.client_blocks[c].state_dict().values())
+            for t in net.client_state(c).values())
         assert row == {"client": i, "up": expected + weights, "down": expected + weights}, (i, plan.head_tails("G")[i])
     assert cli.model.wire.dtypes_carried == {torch.float32}
 

@@ -44,10 +44,10 @@ def test_single_client_split_equals_unsplit_forward_and_gradients(name: str, tra
         template.zero_grad()
         ref.backward(upstream)
         out.backward(upstream)
+        grads = split.used_gradients(0)
         for j, block in enumerate(template.blocks):
-            copy = split.block_used_by(0, j)
-            for (pname, p_ref), (_, p_split) in zip(block.named_parameters(), copy.named_parameters()):
-                torch.testing.assert_close(p_split.grad, p_ref.grad, msg=f"{name} cut {head_tail} block {j} {pname}")
+            for pname, p_ref in block.named_parameters():
+                torch.testing.assert_close(grads[(j, pname)], p_ref.grad, msg=f"{name} cut {head_tail} block {j} {pname}")
         if name == "D":
             torch.testing.assert_close(x_split.grad, x_ref.grad)
 
@@ -98,8 +98,9 @@ def test_mixed_cuts_route_each_clients_gradient_to_the_copies_it_used(name: str)
             for k, p in enumerate(split.server_blocks[str(j)].parameters()):
                 torch.testing.assert_close(p.grad, sum(own[i][j][k] for i in members), msg=f"server block {j}")
         for i in split.local_members[j]:
-            for k, p in enumerate(split.client_blocks[i][str(j)].parameters()):
-                torch.testing.assert_close(p.grad, own[i][j][k], msg=f"client {i} block {j}")
+            grads = split.used_gradients(i)
+            for k, (pname, _) in enumerate(template.blocks[j].named_parameters()):
+                torch.testing.assert_close(grads[(j, pname)], own[i][j][k], msg=f"client {i} block {j}")
 
 
 def test_inactive_clients_are_skipped() -> None:
@@ -115,20 +116,25 @@ def test_common_server_block() -> None:
     assert SplitNetwork(ReferenceDiscriminator(), [(1, 3), (3, 1)], "D", Wire()).common_server_block() is None
 
 
-def test_every_client_owns_separate_copies_and_server_shares_one() -> None:
+def test_every_client_owns_a_row_of_each_stack_and_server_shares_one() -> None:
     split = SplitNetwork(ReferenceGenerator(), [(1, 1), (1, 1), (2, 1)], "G", Wire())
-    assert split.client_blocks[0]["0"] is not split.client_blocks[1]["0"]
-    assert split.block_used_by(0, 2) is split.block_used_by(2, 2) is split.server_blocks["2"]
     assert set(split.server_blocks) == {"1", "2", "3"}
-    assert set(split.client_blocks[2]) == {"0", "1", "4"}
-    assert all(not a.data_ptr() == b.data_ptr() for a, b in itertools.product(
-        split.client_blocks[0].parameters(), split.client_blocks[1].parameters()))
+    assert set(split.client_stacks) == {"0", "1", "4"}
+    assert split.local_members[0] == (0, 1, 2) and split.local_members[1] == (2,)  # block 1: client 2's head only
+    weight = split.client_stacks["0"].get_parameter("linear.weight")
+    assert weight.shape == (3, *ReferenceGenerator().blocks[0].linear.weight.shape)  # one row per client
+    assert isinstance(weight, nn.Parameter) and len(list(split.client_stacks.parameters())) == len(
+        list(itertools.chain(*(ReferenceGenerator().blocks[j].parameters() for j in (0, 1, 4)))))  # no per-client copy
+    used = [split.used_tensors(i) for i in range(3)]
+    assert used[0][(2, "0.weight")] is used[2][(2, "0.weight")] is split.server_blocks["2"].get_parameter("0.weight")
+    rows = [u[(0, "linear.weight")] for u in used]
+    assert all(r._base is weight for r in rows) and len({r.data_ptr() for r in rows}) == 3  # views of separate rows
 
 
 def _perturbed(split: SplitNetwork) -> SplitNetwork:
     """Give every client copy its own weights, so a mix-up between clients would show."""
     with torch.no_grad():
-        for p in split.client_blocks.parameters():
+        for p in split.client_stacks.parameters():
             p.add_(0.05 * torch.randn_like(p))
     return split
 
@@ -161,8 +167,7 @@ def test_clients_batched_with_vmap_equal_clients_run_one_by_one(name: str) -> No
 def test_clients_sharing_a_block_run_it_in_one_call() -> None:
     split = SplitNetwork(ReferenceDiscriminator(), [(1, 1), (1, 1), (2, 2)], "D", Wire(), batch_clients=True)
     calls = []
-    for client in split.client_blocks:
-        client["0"].register_forward_hook(lambda m, inp, out: calls.append(inp[0].shape))
+    split.client_stacks["0"].register_forward_hook(lambda m, inp, out: calls.append(inp[0].shape))
     xs, ys = zip(*(_inputs("D", 5) for _ in range(3)))
     split(list(xs), list(ys))
     assert len(calls) == 1  # block 0 of all three clients: one vmapped call, not three

@@ -184,6 +184,15 @@ class SplitNetwork(nn.Module):
                 used.update({(j, name): t for name, t in self.server_blocks[str(j)].state_dict(keep_vars=True).items()})
         return used
 
+    def client_state(self, client: int) -> dict[StateKey, Tensor]:
+        """(block, name) -> every tensor of the blocks ``client`` (global index) holds itself: row views of the
+        stacks when it is resident, else its stored model's tensors (shared with its slot: read, do not write)."""
+        if client in self.resident:
+            used = self.used_tensors(client)
+        else:
+            used = self.store.client_state(client)
+        return {key: t for key, t in used.items() if self.is_local(client, key[0])}
+
     def used_gradients(self, client: int) -> dict[StateKey, Tensor | None]:
         """(block, name) -> the gradient of each parameter ``client`` computes with (its row, or the server's)."""
         p = self.resident.index(client)
@@ -412,6 +421,8 @@ def copy_tensors(dst: Sequence[Tensor], src: Sequence[Tensor]) -> None:
     ``torch._foreach_copy_`` is the kernel PyTorch's own optimisers use; it is underscore-named, so a
     plain loop takes over where a build lacks it.
     """
+    if not dst:
+        return
     fused = getattr(torch, "_foreach_copy_", None)
     if fused is not None:
         fused(list(dst), list(src))
