@@ -1,24 +1,15 @@
-"""A block network split U-shape across many clients and one server.
+"""The per-module split network the stacked storage replaced, kept as the reference it must equal.
 
-Client ``i`` with cut (head h, tail t) runs blocks ``[0, h)`` and ``[n - t, n)`` on its own copies;
-blocks ``[h, n - t)`` run on the server. The baselines' whole-network placements are cuts too: (n, 0)
-keeps the whole network on the client, (0, 0) runs it wholly on the server, from inputs made there
-(MD-GAN's generator draws its own noise and labels) and with outputs that stay there. The server keeps ONE shared copy of every block that any
-client runs there and runs it once per step over the concatenation of the activations of all
-clients that need it. Every crossing of a cut goes through the `Wire`.
-
-Clients that run the same block on their own copies with same-shape inputs can be computed
-together: their copies' parameters are stacked and the block runs once under ``torch.func.vmap``
-(each client still uses only its own weights and batch-norm statistics). That turns one small call
-per client into one call per block, which keeps many clients fast on a GPU; on a CPU the per-client
-calls are not launch-bound and run faster one by one, so by default batching follows the device.
+Every client's head and tail blocks are separate module copies (a ModuleList of ModuleDicts), run one
+by one or stacked per step under vmap, and every crossing goes over the wire once per client. Only the
+tests use it (`test_stacked_storage.py`): the package's `SplitNetwork` must give the same forward,
+gradients, batch-norm statistics, optimiser states and wire bytes.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -26,30 +17,11 @@ from torch.func import functional_call, vmap
 
 from huscf_lightning.exchange import DOWN, UP, Wire
 from huscf_lightning.nets import BlockNetwork, NetworkError
+from huscf_lightning.split.network import ServerActivation, copy_tensors
 from huscf_lightning.split.plan import check_head_tail, is_whole_network_cut
 
 
-@dataclass(frozen=True)
-class ServerActivation:
-    """One server block's output over the clients that ran it there: the concatenated batch, whose
-    client each part is (``members``) and the parts' sizes."""
-
-    batch: Tensor
-    members: tuple[int, ...]
-    sizes: list[int]
-
-    def client_means(self, num_clients: int) -> Tensor:
-        """(K, ...) batch mean of each client's part, in client order (every client must be a member)."""
-        if sorted(self.members) != list(range(num_clients)):
-            raise NetworkError(
-                f"The kept activation covers clients {list(self.members)}, not all {num_clients}; keep a block that "
-                "every client runs on the server (SplitNetwork.common_server_block)."
-            )
-        means = torch.stack([part.mean(dim=0) for part in self.batch.split(self.sizes)])
-        return means[torch.as_tensor(self.members).argsort()]
-
-
-class SplitNetwork(nn.Module):
+class PerClientSplitNetwork(nn.Module):
     """Per-client head/tail copies plus one shared server copy of each server block."""
 
     def __init__(
@@ -213,18 +185,3 @@ def _runs_unbatched(block: nn.Module, inputs: list[Tensor]) -> bool:
     except RuntimeError:
         return False
     return True
-
-
-@torch.no_grad()
-def copy_tensors(dst: Sequence[Tensor], src: Sequence[Tensor]) -> None:
-    """dst[i] <- src[i] for every i, in one fused multi-tensor kernel where PyTorch has it.
-
-    ``torch._foreach_copy_`` is the kernel PyTorch's own optimisers use; it is underscore-named, so a
-    plain loop takes over where a build lacks it.
-    """
-    fused = getattr(torch, "_foreach_copy_", None)
-    if fused is not None:
-        fused(list(dst), list(src))
-        return
-    for target, value in zip(dst, src):
-        target.copy_(value)
