@@ -284,13 +284,11 @@ class HuSCFGAN(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         """At a round's first epoch with partial participation: make the round's participants resident (the
         previous ones were written to the store at the last round end) and give their copies fresh optimiser
-        state; the server blocks keep theirs."""
+        state, as a federated client builds its optimiser when it is selected; the server blocks keep theirs."""
         epoch = self.trainer.current_epoch
         if not self.partial_participation or epoch % self.local_epochs:
             return
         drawn = draw_participants(self.num_clients, self.federation.participation, self.seed, epoch // self.local_epochs + 1)
-        if drawn == self.G.resident:
-            return
         self.G.set_resident(drawn)
         self.D.set_resident(drawn)
         self._rebuild_optimizers()

@@ -6,6 +6,8 @@ processes, draws the same clients for the same round.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from huscf_lightning.config import ConfigError
@@ -14,7 +16,7 @@ from huscf_lightning.config import ConfigError
 def clients_per_round(num_clients: int, participation: float) -> int:
     """How many clients train in a round: a fraction of them (rounded, at least one) or a count."""
     if participation <= 1:
-        return max(1, round(participation * num_clients))
+        return max(1, math.floor(participation * num_clients + 0.5))  # half rounds up, as a user reads it
     count = int(participation)
     if count > num_clients:
         raise ConfigError(

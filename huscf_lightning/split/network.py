@@ -108,7 +108,8 @@ class SplitNetwork(nn.Module):
         self.client_stacks = nn.ModuleDict()
         # what any client holds locally: the state a client keeps between the rounds it takes part in
         held = [j for j in range(n) if any(self.is_local(i, j) for i in range(self.num_clients))]
-        initial = {(j, key): t.detach().clone() for j in held for key, t in self._plain.blocks[j].state_dict().items()}
+        # the initial model is the plain blocks' own tensors (the store never writes into a model): no extra copy
+        initial = {(j, key): t.detach() for j in held for key, t in self._plain.blocks[j].state_dict().items()}
         self.store = ClientStore(initial, self.num_clients)
         self.resident: tuple[int, ...] = ()
         self.set_resident(range(self.num_clients) if resident is None else resident)
