@@ -22,7 +22,7 @@ class CutLayerExchange(RoundCallback):
             for direction in (UP, DOWN):
                 metrics[f"wire/{cut}/{direction}"] = wire.total(direction, cut=cut)
         log_round_metrics(trainer, metrics, r)
-        record = {"round": r, **metrics, "clients": wire.per_client(round.num_clients)}
+        record = {"round": r, **metrics, "clients": wire.per_client(pl_module.num_clients)}  # every client, a non-participant with 0
         self.history.append(record)
         log_json(trainer, record, f"round_{r:03d}.json", "exchange")
         wire.reset()

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from per_client_reference import PerClientSplitNetwork
 
 from huscf_lightning.exchange import Wire
 from huscf_lightning.nets import ReferenceDiscriminator, ReferenceGenerator
 from huscf_lightning.split import SplitNetwork
+
+from per_client_reference import PerClientSplitNetwork
 
 CUTS = [(1, 1), (2, 1), (1, 2), (2, 2), (1, 1), (3, 1)]
 SIZES = [5, 5, 5, 5, 3, 5]  # client 4's batch has another shape: it runs on its own in the batched path

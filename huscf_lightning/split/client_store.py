@@ -44,9 +44,12 @@ class ClientStore:
         """The model ``client`` holds (shared with the other clients of its slot: do not write into it)."""
         return self.slots[int(self.slot_of[client])]
 
-    def update(self, clients: Sequence[int], groups: Tensor, models: Sequence[Mapping[StateKey, Tensor]]) -> None:
-        """``clients`` took part: client ``clients[r]`` now holds ``models[groups[r]]``. Every other client follows
-        the group most of its slot's participants joined (the smallest group on a tie), or keeps its slot."""
+    def update(
+        self, clients: Sequence[int], groups: Tensor, models: Sequence[Mapping[StateKey, Tensor]], follow: bool = True
+    ) -> None:
+        """``clients`` took part: client ``clients[r]`` now holds ``models[groups[r]]``. With ``follow`` every other
+        client follows the group most of its slot's participants joined (the smallest group on a tie), or keeps its
+        slot; without (a round that aggregated nothing) every other client keeps its slot."""
         participants = torch.as_tensor(list(clients), dtype=torch.long)
         groups = groups.to(torch.long)
         if groups.shape != participants.shape or (groups.numel() and not 0 <= int(groups.min()) <= int(groups.max()) < len(models)):
@@ -62,7 +65,7 @@ class ClientStore:
         took_part = torch.zeros(self.num_clients, dtype=torch.bool)
         took_part[participants] = True
         previous = before[participants]
-        for slot in previous.unique().tolist():
+        for slot in previous.unique().tolist() if follow else []:
             successor = int(torch.bincount(groups[previous == slot], minlength=len(models)).argmax())
             self.slot_of[(before == slot) & ~took_part] = ids[successor]
         self.slot_of[participants] = ids[groups]

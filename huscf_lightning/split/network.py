@@ -304,7 +304,7 @@ class SplitNetwork(nn.Module):
         if groups is None:
             states = self.stacked_states()
             models = [{key: states[key][p].cpu().clone() for key in keys} for p in range(len(self.resident))]
-            self.store.update(self.resident, torch.arange(len(self.resident)), models)
+            self.store.update(self.resident, torch.arange(len(self.resident)), models, follow=False)
             return
         if group_averages is None or any(key not in group_averages for key in keys):
             raise NetworkError("park needs the group average of every block a client holds; aggregate over all of them.")
