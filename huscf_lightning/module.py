@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import lightning.pytorch as pl
+from lightning.pytorch.strategies import SingleDeviceStrategy
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -226,6 +227,7 @@ class HuSCFGAN(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Build the clients from the datamodule's partition (unless a checkpoint or the user already did)."""
+        _check_one_process(self.trainer)
         if self.G is not None:
             return
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -258,10 +260,12 @@ class HuSCFGAN(pl.LightningModule):
             )
 
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
-        """One Adam over all G copies and one over all D copies (Adam is per-parameter: same as one per copy)."""
+        """One Adam over all G copies and one over all D copies (Adam is elementwise: one step over a stacked
+        tensor is one step of every client's copy in it)."""
         betas = tuple(self.hparams.betas)
-        opt_g = torch.optim.Adam(self.G.parameters(), lr=self.hparams.lr_g, betas=betas)
-        opt_d = torch.optim.Adam(self.D.parameters(), lr=self.hparams.lr_d, betas=betas)
+        fused = self.device.type == "cuda" or None  # one fused kernel per step on a GPU; PyTorch's default elsewhere
+        opt_g = torch.optim.Adam(self.G.parameters(), lr=self.hparams.lr_g, betas=betas, fused=fused)
+        opt_d = torch.optim.Adam(self.D.parameters(), lr=self.hparams.lr_d, betas=betas, fused=fused)
         return opt_g, opt_d
 
     def configure_callbacks(self) -> list[pl.Callback]:
@@ -502,6 +506,16 @@ class HuSCFGAN(pl.LightningModule):
 
 
 STATE_LAYOUT = "stacked-clients-v1"  # the checkpoint layout of the clients' copies (split.stacked)
+
+
+def _check_one_process(trainer: pl.Trainer) -> None:
+    """Refuse a Trainer that runs several processes or shards parameters: the clients all live in this process."""
+    if trainer.world_size > 1 or not isinstance(trainer.strategy, SingleDeviceStrategy):
+        raise ConfigError(
+            f"HuSCFGAN trains all its clients in one process on one device; the {type(trainer.strategy).__name__} "
+            f"strategy with {trainer.world_size} process(es) would replicate or shard parameters instead (sharding "
+            "the clients over processes is not built yet). Drop --trainer.strategy and use --trainer.devices=1."
+        )
 
 
 def _mlflow_run_id(trainer: pl.Trainer | None) -> str | None:
