@@ -21,7 +21,8 @@ from optuna.trial import TrialState
 
 from huscf_lightning import sweep_command
 from huscf_lightning.__main__ import main
-from huscf_lightning.sweep.storage import open_storage
+from huscf_lightning.sweep.locks import StudyLocks
+from huscf_lightning.sweep.storage import open_storage, storage_key
 
 ALPHA = {"model.federation.alpha": {"type": "float", "low": 0.1, "high": 5.0, "log": True}}
 
@@ -72,8 +73,22 @@ def _spec_file(folder: Path, base_config: str, n_trials: int, storage: str | Non
     return str(path), storage, tracking
 
 
+def _run(config: str, *options: str) -> int:
+    """The sweep command in this process."""
+    parser = argparse.ArgumentParser()
+    sweep_command.add_arguments(parser)
+    return sweep_command.run(parser.parse_args([f"--config={config}", *options]))
+
+
 def _command(config: str, *options: str) -> list[str]:
     return [sys.executable, "-m", "huscf_lightning", "sweep", "--config", config, *options]
+
+
+def _waiting(path: Path) -> int:
+    """How many processes wait for the lock on ``path`` (Linux lists them in /proc/locks, marked '->')."""
+    inode = path.stat().st_ino
+    entries = [line.split() for line in Path("/proc/locks").read_text().splitlines()]
+    return sum(1 for fields in entries if "->" in fields and fields[-3].endswith(f":{inode}"))
 
 
 def _check_one_sweep_run(tracking: str, study: optuna.Study) -> None:
@@ -95,9 +110,7 @@ def test_two_workers_run_exactly_n_trials_of_one_study_under_one_sweep_run(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     config, storage, tracking = _spec_file(tmp_path, base_config, n_trials=3)
-    parser = argparse.ArgumentParser()
-    sweep_command.add_arguments(parser)
-    assert sweep_command.run(parser.parse_args([f"--config={config}", "--workers=2"])) == 0
+    assert _run(config, "--workers=2") == 0
     printed = capsys.readouterr().out
     assert all(f"[{i}/3] trial " in printed for i in (1, 2, 3)) and "[4/" not in printed
 
@@ -110,26 +123,42 @@ def test_two_workers_run_exactly_n_trials_of_one_study_under_one_sweep_run(
     _check_one_sweep_run(tracking, study)
 
 
-def test_the_same_command_started_twice_joins_one_session_and_one_sweep_run(tmp_path: Path, base_config: str) -> None:
-    config, storage, tracking = _spec_file(tmp_path, base_config, n_trials=4)
-    processes = [
-        subprocess.Popen(_command(config), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
+def test_the_same_command_started_twice_joins_one_session_and_one_sweep_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, base_config: str
+) -> None:
+    """Both commands start while the test holds the study's lock, so they reach it together whatever their
+    start-up times: one starts the session, the other joins it."""
+    if not Path("/proc/locks").is_file():
+        pytest.skip("needs Linux's /proc/locks to see both commands wait for the study's lock")
+    config, storage, tracking = _spec_file(tmp_path, base_config, n_trials=3)
+    locks = StudyLocks(storage_key(storage), "parallel")
+    with locks.claim():
+        processes = [
+            subprocess.Popen(_command(config), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+        deadline = time.monotonic() + 180
+        while _waiting(locks.claim_path) < 2:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+                for process in processes:
+                    process.kill()
+                pytest.fail(f"the commands did not both reach the study's lock: {[p.communicate() for p in processes]}")
+            time.sleep(0.2)
     outputs = [p.communicate(timeout=300) for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs
-    joined = ["joining the sweep other processes run on study 'parallel': trials 0 to 3" in err for _, err in outputs]
+    joined = ["joining the sweep other processes run on study 'parallel': trials 0 to 2" in err for _, err in outputs]
     assert sorted(joined) == [False, True], outputs
 
     study = optuna.load_study(study_name="parallel", storage=storage)
-    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert [t.number for t in study.trials] == [0, 1, 2]
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     _check_one_sweep_run(tracking, study)
 
     # run again once they are done: a new session adds --n-trials more trials under the same sweep run
-    assert subprocess.run(_command(config, "--n-trials=1"), cwd=tmp_path, capture_output=True).returncode == 0
+    monkeypatch.chdir(tmp_path)
+    assert _run(config, "--n-trials=1") == 0
     study = optuna.load_study(study_name="parallel", storage=storage)
-    assert [t.number for t in study.trials] == [0, 1, 2, 3, 4]
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
     _check_one_sweep_run(tracking, study)
 
 

@@ -48,11 +48,12 @@ def run_sweep(
     prepared = prepare(spec)
     uri, experiment = prepared.tracking_uri, prepared.experiment_name
     check_tracking_uri(uri)
+    storage = open_storage(spec.storage)
     with store_lock(uri):  # sweeps starting together on a fresh store create its tables and experiment in turn
         client = MlflowClient(uri)
         experiment_id = open_experiment(client, experiment, uri)
     locks = StudyLocks(storage_key(spec.storage), spec.study_name)
-    session = join_sweep(spec, open_storage(spec.storage), locks, client, experiment_id)
+    session = join_sweep(spec, storage, locks, client, experiment_id)
     study, progress = session.study, Progress(session, on_trial)
     dead: list[str] = []
     try:

@@ -47,7 +47,6 @@ class Session:
     first: int
     target: int
     parent_run_id: str
-    started: bool  # this process started the session (False: it joined one that others run)
 
     @property
     def size(self) -> int:
@@ -80,7 +79,7 @@ def join_sweep(
         except BaseException:
             locks.leave()
             raise
-    return Session(study, locks, first, target, parent, started)
+    return Session(study, locks, first, target, parent)
 
 
 @dataclass
