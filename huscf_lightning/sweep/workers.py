@@ -7,7 +7,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 
@@ -69,8 +72,11 @@ def run_workers(
         )
         for index in range(workers)
     ]
-    for process in processes:
-        process.start()
+    # Ctrl-C stops the command, which then stops its workers: interrupted mid-write, a worker would keep the
+    # SQLite stores locked while it records its own end
+    with _sigint_ignored():
+        for process in processes:
+            process.start()
     log.info("%d worker processes (%d torch threads each) run study %r", workers, threads, spec.study_name)
     running, dead = dict(enumerate(processes)), []
     try:
@@ -84,8 +90,11 @@ def run_workers(
                     dead.append(_death(session.study, client, index, process))
             after()
     finally:
-        for process in running.values():  # the command itself was stopped: stop its workers too
-            process.terminate()
+        # the command itself was stopped: stop its workers at once (SIGKILL: a fit defers SIGTERM), then record
+        # what they were running
+        for process in running.values():
+            process.kill()
+        for process in running.values():
             process.join()
             _fail_running_trials(session.study, client, process, "the sweep command was stopped")
     return dead
@@ -95,7 +104,9 @@ def _worker(
     spec: SweepSpec, locks: StudyLocks, target: int, parent_run_id: str, experiment_id: str, index: int,
     threads: int, level: int, optuna_verbosity: int,
 ) -> None:
-    """One worker process: the session's trials until it has them all."""
+    """One worker process: the session's trials until it has them all, or until the command that started it ends."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    command = os.getppid()
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(f"%(levelname)s %(name)s [worker {index}]: %(message)s"))
     package_log = logging.getLogger("huscf_lightning")
@@ -107,10 +118,13 @@ def _worker(
     study = optuna.load_study(study_name=spec.study_name, storage=open_storage(spec.storage), pruner=spec.make_pruner())
     client = MlflowClient(prepared.tracking_uri)
     objective = Trials(spec, prepared, client, experiment_id, parent_run_id)
-    try:
-        run_trials(study, objective, Claims(study, spec, locks, target), after=lambda: None)
-    except KeyboardInterrupt:  # Ctrl-C reaches every worker: its trial is recorded; no traceback per worker
-        raise SystemExit(130) from None
+
+    def stop_when_orphaned() -> None:
+        if os.getppid() != command:  # the command was killed: claim no more trials
+            log.warning("the sweep command (pid %d) has ended; this worker stops", command)
+            raise SystemExit(1)
+
+    run_trials(study, objective, Claims(study, spec, locks, target), after=stop_when_orphaned)
 
 
 def _death(study: optuna.Study, client: MlflowClient, index: int, process: BaseProcess) -> str:
@@ -138,6 +152,20 @@ def _fail_running_trials(study: optuna.Study, client: MlflowClient, process: Bas
         if run_id is not None:
             end_trial_run(client, run_id, RunStatus.FAILED, "FAIL", error)
     return [t.number for t in orphans]
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ctrl-C ignored meanwhile, so processes started inside ignore it from their first instruction (a signal set to
+    be ignored stays so in a new process). Only the main thread can set it; elsewhere the worker sets it itself."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _cores() -> int:
