@@ -10,7 +10,7 @@ import optuna
 from optuna.storages import BaseStorage, InMemoryStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
-from huscf_lightning.tracking import sqlite_path
+from huscf_lightning.tracking import sqlite_path, store_lock
 
 from .errors import SweepError
 from .spec import SweepSpec
@@ -38,14 +38,17 @@ def storage_key(url: str | None) -> str:
 
 
 def open_storage(url: str | None) -> BaseStorage:
-    """The storage ``url`` names; SQLite waits for other processes' writes instead of failing at once."""
+    """The storage ``url`` names. SQLite waits for other processes' writes instead of failing at once, and a
+    SQLite file is opened under `store_lock`: processes starting together on a new file create its tables in turn."""
     try:
         if url is None:
             return InMemoryStorage()
         if url.startswith(JOURNAL_PREFIX):
             return JournalStorage(JournalFileBackend(url.removeprefix(JOURNAL_PREFIX)))
-        engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite:") else None
-        return RDBStorage(url, engine_kwargs=engine_kwargs)
+        if not url.startswith("sqlite:"):
+            return RDBStorage(url)
+        with store_lock(url):
+            return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
     except Exception as err:  # a malformed URL, a missing folder or an unreachable database: one clear message
         raise SweepError(
             f"Cannot open the Optuna storage {url!r} ({type(err).__name__}: {err}). Give a database URL such as "
