@@ -162,7 +162,6 @@ def test_the_same_command_started_twice_joins_one_session_and_one_sweep_run(
     _check_one_sweep_run(tracking, study)
 
 
-@pytest.mark.slow  # three processes start up: about 35 s on 2 cores
 def test_a_worker_that_dies_is_reported_its_trial_failed_and_the_others_finish(tmp_path: Path, base_config: str) -> None:
     """Killing a worker mid-trial (journal storage): the command still ends, with the other worker's trials."""
     config, storage, tracking = _spec_file(tmp_path, base_config, n_trials=3, storage=f"journal:{tmp_path / 'optuna.log'}")
