@@ -2,7 +2,8 @@
 
 ``python -m huscf_lightning sweep --config sweeps/cuts_and_clusters.yaml --n-trials 6`` prints one
 line per finished trial and, at the end, the Pareto front as a table; every trial is a child run
-of the sweep's run in MLflow.
+of the sweep's run in MLflow. ``--workers N`` runs the trials in N processes; the same command started
+again while one runs joins it (same study, same sweep run, the trials it was asked for run once).
 """
 
 from __future__ import annotations
@@ -23,10 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study-name", default=None, help="Optuna study name; an existing study is resumed")
     parser.add_argument("--storage", default=None, help="Optuna storage URL (default: the spec's, sqlite:///optuna.db)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the fit config's logger)")
+    parser.add_argument(
+        "--workers", type=int, default=1,
+        help="processes running trials in parallel on the study (default 1: this one; more need a file or server storage)",
+    )
 
 
 def trial_line(trial: FrozenTrial, objectives: list[str], index: int, total: int) -> str:
-    """One progress line for a finished trial (the ``index``-th of ``total`` this session)."""
+    """One progress line for a finished trial (the ``index``-th of the session's ``total``)."""
     seconds = trial.duration.total_seconds() if trial.duration is not None else float("nan")
     if trial.state == TrialState.COMPLETE:
         outcome = ", ".join(f"{o}={v:.4f}" for o, v in zip(objectives, trial.values))
@@ -49,15 +54,12 @@ def run(args: argparse.Namespace) -> int:
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     objectives = list(spec.objectives)
-    finished = 0
 
-    def progress(study: optuna.Study, trial: FrozenTrial) -> None:
-        nonlocal finished
-        finished += 1
-        sys.stdout.write(trial_line(trial, objectives, finished, spec.n_trials) + "\n")
+    def progress(trial: FrozenTrial, index: int, total: int) -> None:
+        sys.stdout.write(trial_line(trial, objectives, index, total) + "\n")
         sys.stdout.flush()
 
-    result = run_sweep(spec, on_trial=progress)
+    result = run_sweep(spec, on_trial=progress, workers=args.workers)
     counts = state_counts(result.study.trials)
     sys.stdout.write(
         f"\nStudy {spec.study_name!r} in {spec.storage}: {counts[TrialState.COMPLETE]} complete, "
@@ -66,10 +68,14 @@ def run(args: argparse.Namespace) -> int:
     title = "Pareto front" if len(objectives) > 1 else "Best trial"
     sys.stdout.write(f"{title} ({', '.join(f'{o}: {d}' for o, d in zip(objectives, spec.directions))}):\n")
     sys.stdout.write(format_front(result.front, objectives) + "\n")
+    if not result.logged:
+        sys.stdout.write("Other processes still run trials of this sweep; the last to finish logs the front to its run.\n")
     sys.stdout.write(
         f"\nMLflow sweep run {result.parent_run_id} in experiment {result.experiment_name!r} at {result.tracking_uri}\n"
         f"See it with: mlflow ui --backend-store-uri {result.tracking_uri}\n"
         f"Resume with: python -m huscf_lightning sweep --config {args.config} --study-name {spec.study_name} "
         f"--storage {spec.storage}\n"
     )
-    return 0
+    for line in result.dead_workers:
+        sys.stderr.write(f"error: sweep {line}.\n")
+    return 1 if result.dead_workers else 0

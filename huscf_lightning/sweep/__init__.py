@@ -5,11 +5,15 @@ A sweep spec (YAML, see ``sweeps/``) names a study, its objectives (``fid``, ``s
 checked against the real fit parser before any trial runs. Two or more objectives use NSGA-II;
 one objective uses TPE, with pruning on the per-round evaluation when it is ``score`` or ``fid``.
 A failed trial is recorded as failed (in Optuna and MLflow) and the study goes on; at the end the
-Pareto front is logged to the sweep's parent run as JSON and PNG. Studies resume by name.
+Pareto front is logged to the sweep's parent run as JSON and PNG. Studies resume by name. Several
+processes (``workers``, or the same command started again while one runs) share one study and one
+sweep run and run the requested trials once between them.
 
 Modules: ``spec`` (the spec and its file), ``search_space`` (parameters and conditions),
 ``fit_config`` (the fit parser's checks), ``prepare`` (the checks before any trial), ``trials``
-(the objective), ``pruning``, ``runs`` (MLflow records), ``report`` (the front), ``runner``.
+(the objective), ``pruning``, ``runs`` (MLflow records), ``report`` (the front), ``storage`` (the
+Optuna storage and study), ``locks`` (the study's locks), ``session`` (the trials a command adds,
+shared by its processes), ``workers`` (the trial loop and worker processes), ``runner``.
 """
 
 from .errors import SweepError, TrialError

@@ -1,20 +1,21 @@
-"""The sweep's MLflow records: its experiment, the sweep run (reused when a study resumes) and one
-child run per trial, ended with the trial's state."""
+"""The sweep's MLflow records: the sweep run (reused when a study resumes), one child run per trial,
+ended with the trial's state, and the front logged to the sweep run."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
-from mlflow.entities import Param, RunStatus
+from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from .fit_config import format_value
+from .report import front_figure, front_rows, state_counts
 from .spec import SweepSpec
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,17 @@ def end_trial_run(client: MlflowClient, run_id: str, status: int, state: str, er
     if error is not None:
         client.set_tag(run_id, "sweep.error", error[:5000])
     client.set_terminated(run_id, RunStatus.to_string(status))
+
+
+def log_front(client: MlflowClient, run_id: str, study: optuna.Study, objectives: Sequence[str]) -> None:
+    """The front (JSON and PNG) and the counts of complete, failed and pruned trials, on the sweep run."""
+    client.log_dict(run_id, front_rows(study, objectives), "pareto_front.json")
+    client.log_figure(run_id, front_figure(study, objectives), "pareto_front.png")
+    trials = study.get_trials(deepcopy=False)
+    client.log_batch(run_id, metrics=[
+        Metric(f"sweep/{state.name.lower()}_trials", count, now_ms(), len(trials))
+        for state, count in state_counts(trials).items()
+    ])
 
 
 def _create_run(client: MlflowClient, experiment_id: str, spec: SweepSpec, name: str, tags: Mapping[str, str]) -> str:
