@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import lightning.pytorch as pl
-from lightning.pytorch.strategies import SingleDeviceStrategy
 import torch
+from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch import Tensor
 from torch.nn import functional as F
 
