@@ -344,22 +344,30 @@ class SplitNetwork(nn.Module):
         for j in range(self.num_blocks):
             now = tuple(p for p in self.server_members[j] if active[p])
             if members and now != members:
-                parts = dict(zip(members, batch.split(sizes)))
                 leaving = [p for p in members if p not in now]
-                for p, part in zip(leaving, self._cross([parts[p] for p in leaving], leaving, "tail", DOWN)):
-                    acts[p] = part
-                for p in now:
-                    if p in parts:
-                        acts[p] = parts[p]
+                if not now:  # everyone leaves: the server batch is their parts concatenated already
+                    for p, part in zip(members, self._cross_joined(batch, sizes, leaving, "tail", DOWN)):
+                        acts[p] = part
+                else:
+                    parts = dict(zip(members, batch.split(sizes)))
+                    for p, part in zip(leaving, self._cross([parts[p] for p in leaving], leaving, "tail", DOWN)):
+                        acts[p] = part
+                    for p in now:
+                        if p in parts:
+                            acts[p] = parts[p]
             self._run_local(j, [p for p in self.local_members[j] if active[p]], acts, labels, views)
             if now:
                 if now != members:
                     # a whole network on the server (head 0) starts from inputs that are there already
                     arriving = [p for p in now if p not in members and j > 0]
-                    for p, part in zip(arriving, self._cross([acts[p] for p in arriving], arriving, "head", UP)):
-                        acts[p] = part
                     sizes = [acts[p].shape[0] for p in now]
-                    batch = torch.cat([acts[p] for p in now]) if len(now) > 1 else acts[now[0]]
+                    if arriving == list(now) and not members:  # everyone arrives: one concatenation, one crossing
+                        joined = torch.cat([acts[p] for p in now]) if len(now) > 1 else acts[now[0]]
+                        batch = self._cross_joined(joined, sizes, arriving, "head", UP, split=False)
+                    else:
+                        for p, part in zip(arriving, self._cross([acts[p] for p in arriving], arriving, "head", UP)):
+                            acts[p] = part
+                        batch = torch.cat([acts[p] for p in now]) if len(now) > 1 else acts[now[0]]
                 block = self.server_blocks[str(j)]
                 batch = block(batch, torch.cat([labels[p] for p in now])) if j == 0 else block(batch)
                 if j == keep:
@@ -374,11 +382,17 @@ class SplitNetwork(nn.Module):
         """Carry the clients' ``parts`` across this network's ``end`` cut in one wire call; returns them split."""
         if not parts:
             return []
-        sizes = [part.shape[0] for part in parts]
         joined = torch.cat(parts) if len(parts) > 1 else parts[0]
+        return self._cross_joined(joined, [part.shape[0] for part in parts], positions, end, direction)
+
+    def _cross_joined(
+        self, joined: Tensor, sizes: list[int], positions: list[int], end: str, direction: str, split: bool = True
+    ) -> Tensor | list[Tensor]:
+        """Carry ``joined`` (the parts of ``positions``, ``sizes`` rows each, concatenated) in one wire call;
+        returns it split into the parts, or whole (``split=False``)."""
         clients = [self.resident[p] for p in positions]
         carried = self.wire.send_group(joined, clients, sizes, f"{self.name}.{end}", direction)
-        return list(carried.split(sizes)) if len(parts) > 1 else [carried]
+        return list(carried.split(sizes)) if split else carried
 
     def _run_local(
         self,
