@@ -292,11 +292,11 @@ class HuSCFGAN(pl.LightningModule):
         epoch = self.trainer.current_epoch
         if not self.partial_participation or epoch % self.local_epochs:
             return
-        drawn = draw_participants(self.num_clients, self.federation.participation, self.seed, epoch // self.local_epochs + 1)
+        drawn = draw_participants(self.num_clients, self.federation.participation, self.seed, self.current_round)
         self.G.set_resident(drawn)
         self.D.set_resident(drawn)
         self._rebuild_optimizers()
-        log.info("round %d: clients %s take part", epoch // self.local_epochs + 1, list(drawn))
+        log.info("round %d: clients %s take part", self.current_round, list(drawn))
 
     def _rebuild_optimizers(self) -> None:
         """New optimisers over the networks' current parameters, carrying every parameter's state the old ones

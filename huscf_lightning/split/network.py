@@ -173,16 +173,19 @@ class SplitNetwork(nn.Module):
         return torch.device("cpu")
 
     # ----------------------------------------------------------------- per-client state
+    def _copy_used(self, client: int, block: int) -> tuple[nn.Module, int | None]:
+        """The module resident ``client`` computes ``block`` with, and its row there (None: the server's own copy)."""
+        p = self.resident.index(client)
+        if p in self._row[block]:
+            return self.client_stacks[str(block)], self._row[block][p]
+        return self.server_blocks[str(block)], None
+
     def used_tensors(self, client: int) -> dict[StateKey, Tensor]:
         """(block, name) -> the tensor resident ``client`` computes with: a row view of its stack, or the server's."""
-        p = self.resident.index(client)
         used: dict[StateKey, Tensor] = {}
         for j in range(self.num_blocks):
-            if p in self._row[j]:
-                stack, row = self.client_stacks[str(j)], self._row[j][p]
-                used.update({(j, name): t[row] for name, t in stack.state_dict(keep_vars=True).items()})
-            else:
-                used.update({(j, name): t for name, t in self.server_blocks[str(j)].state_dict(keep_vars=True).items()})
+            module, row = self._copy_used(client, j)
+            used.update({(j, name): t if row is None else t[row] for name, t in module.state_dict(keep_vars=True).items()})
         return used
 
     def client_state(self, client: int) -> dict[StateKey, Tensor]:
@@ -196,14 +199,11 @@ class SplitNetwork(nn.Module):
 
     def used_gradients(self, client: int) -> dict[StateKey, Tensor | None]:
         """(block, name) -> the gradient of each parameter ``client`` computes with (its row, or the server's)."""
-        p = self.resident.index(client)
         grads: dict[StateKey, Tensor | None] = {}
         for j in range(self.num_blocks):
-            local = p in self._row[j]
-            module = self.client_stacks[str(j)] if local else self.server_blocks[str(j)]
+            module, row = self._copy_used(client, j)
             for name, param in module.named_parameters():
-                grad = param.grad
-                grads[(j, name)] = grad[self._row[j][p]] if local and grad is not None else grad
+                grads[(j, name)] = param.grad if row is None or param.grad is None else param.grad[row]
         return grads
 
     def client_block(self, client: int, block: int) -> nn.Module:
@@ -213,8 +213,8 @@ class SplitNetwork(nn.Module):
             raise NetworkError(f"Client {client} runs block {block} of {self.name} on the server; it holds no copy.")
         plain = self._plain.blocks[block]
         if client in self.resident:
-            row = self._row[block][self.resident.index(client)]
-            copied = unstacked_row(self.client_stacks[str(block)], plain, row)
+            stack, row = self._copy_used(client, block)
+            copied = unstacked_row(stack, plain, row)
         else:
             state = self._client_block_state(client, block, plain)
             copied = with_tensors(plain, {name: t.to(self._device()).clone() for name, t in state.items()})
