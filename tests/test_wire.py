@@ -66,3 +66,18 @@ def _saved(state: dict) -> io.BytesIO:
     torch.save(state, buffer)
     buffer.seek(0)
     return buffer
+
+
+def test_a_group_crossing_counts_each_clients_part_and_refuses_labels() -> None:
+    wire = Wire()
+    parts = [torch.randn(3, 4, requires_grad=True), torch.randn(5, 4, requires_grad=True)]
+    carried = wire.send_group(torch.cat(parts), [7, 2], [3, 5], "D.head", UP)
+    carried.sum().backward()
+    assert dict(wire.bytes) == {
+        (7, "D.head", UP, "activation"): 3 * 4 * 4, (2, "D.head", UP, "activation"): 5 * 4 * 4,
+        (7, "D.head", DOWN, "gradient"): 3 * 4 * 4, (2, "D.head", DOWN, "gradient"): 5 * 4 * 4,
+    }
+    with pytest.raises(WireError, match=r"clients \[7, 2\]"):
+        wire.send_group(torch.tensor([1, 2, 3, 4]), [7, 2], [2, 2], "D.head", UP)
+    with pytest.raises(WireError, match="one size per client"):
+        wire.send_group(torch.zeros(4, 2), [7, 2], [4], "D.head", UP)
