@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 
 from huscf_lightning.callbacks.round import RoundCallback
+from huscf_lightning.distributed import world_size
 from huscf_lightning.exchange import DOWN, UP
 from huscf_lightning.federation.states import aggregate_network
 from huscf_lightning.rounds import RoundState
@@ -26,15 +27,16 @@ class FederatedAggregation(RoundCallback):
     def on_round_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, round: RoundState) -> None:
         strategy = pl_module.strategy
         per_network = strategy.round_weights(round)
+        sharded = world_size() > 1  # this rank holds a shard of the clients; the weights are over all of them
         for name, net in (("G", pl_module.G), ("D", pl_module.D)):
             weights = per_network.get(name)
             if weights is None:
                 if not net.all_resident:
-                    net.park(None, None)
+                    net.park(None, None, every_client=sharded)
                 continue
-            group_averages = aggregate_network(net, weights)
+            group_averages = aggregate_network(net, weights, net.resident if sharded else None)
             if not net.all_resident:
-                net.park(weights.client_groups, group_averages)
+                net.park(weights.client_groups, group_averages, every_client=sharded)
             for client, nbytes in zip(net.resident, net.client_state_bytes()):
                 if nbytes:
                     pl_module.wire.account(client, f"{name}.weights", UP, nbytes, "weights")

@@ -50,6 +50,7 @@ class GenerationEvaluation(RoundCallback):
     """
 
     stage = "evaluate"
+    every_rank = False  # once, on rank 0, in a run sharded over processes
 
     def __init__(
         self,
@@ -150,6 +151,7 @@ class UtilityEvaluation(RoundCallback):
     """
 
     stage = "evaluate"
+    every_rank = False  # once, on rank 0, in a run sharded over processes
 
     def __init__(
         self,

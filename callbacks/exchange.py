@@ -17,6 +17,7 @@ class CutLayerExchange(RoundCallback):
 
     def on_round_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, round: RoundState) -> None:
         wire, r = pl_module.wire, round.index
+        wire.sum_over_ranks()  # a sharded run: each rank counted its own clients
         metrics = {f"wire/bytes_{UP}": wire.total(UP), f"wire/bytes_{DOWN}": wire.total(DOWN)}
         for cut in sorted({key[1] for key in wire.bytes}):
             for direction in (UP, DOWN):

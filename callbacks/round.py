@@ -15,6 +15,7 @@ from typing import ClassVar
 import lightning.pytorch as pl
 
 from huscf_lightning.config import ConfigError
+from huscf_lightning.distributed import broadcast_object, world_size
 from huscf_lightning.rounds import RoundState
 
 # The order in which round callbacks act at a round end.
@@ -31,10 +32,13 @@ class RoundCallback(pl.Callback):
     """Acts at round ends: override `on_round_end`. ``every_n_rounds``: act on rounds n, 2n, ... only.
 
     ``history`` (a list of JSON-able records) survives checkpoints; `state_dict`/`load_state_dict`
-    cover it, so a subclass that keeps more overrides them.
+    cover it, so a subclass that keeps more overrides them. ``every_rank``: in a run sharded over
+    processes, whether it acts on every rank (it takes part in collectives, or its result is needed
+    everywhere) or on rank 0 only (evaluation: once, its ``round.metrics`` then reach every rank).
     """
 
     stage: ClassVar[str] = "report"
+    every_rank: ClassVar[bool] = True
 
     def __init__(self, every_n_rounds: int = 1) -> None:
         if every_n_rounds < 1:
@@ -69,7 +73,14 @@ def ordered_round_callbacks(callbacks: Iterable[pl.Callback]) -> list[RoundCallb
 
 
 def run_round_end(trainer: pl.Trainer, pl_module: pl.LightningModule, round: RoundState) -> None:
-    """Run every round callback of ``trainer`` that acts on this round, in stage order."""
+    """Run every round callback of ``trainer`` that acts on this round, in stage order. In a sharded run the
+    rank-0-only ones act on rank 0, and the round's metrics go from rank 0 to every rank before the report
+    stage (a pruning decision must be the same everywhere)."""
+    sharded = world_size() > 1
+    shared_metrics = False
     for callback in ordered_round_callbacks(trainer.callbacks):
-        if callback.acts_on(round):
+        if sharded and not shared_metrics and ROUND_STAGES.index(callback.stage) > ROUND_STAGES.index("evaluate"):
+            round.metrics = broadcast_object(round.metrics)
+            shared_metrics = True
+        if callback.acts_on(round) and (callback.every_rank or trainer.is_global_zero):
             callback.on_round_end(trainer, pl_module, round)

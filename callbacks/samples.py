@@ -54,6 +54,7 @@ class SampleGrids(RoundCallback):
     """
 
     stage = "evaluate"
+    every_rank = False  # once, on rank 0, in a run sharded over processes
 
     def __init__(self, per_class: int = 8, seed: int = 0, scale: int = 3) -> None:
         super().__init__()

@@ -22,6 +22,7 @@ from mlflow.entities import RunStatus
 from huscf_lightning.checkpoints import AtomicCheckpointIO, RoundCheckpoint, read_checkpoint
 from huscf_lightning.config import ConfigError, check_optimiser_settings
 from huscf_lightning.data import HuSCFDataModule
+from huscf_lightning.distributed import shard_clients_over_processes
 from huscf_lightning.module import HuSCFGAN
 from huscf_lightning.preflight import check_before_run
 from huscf_lightning.tracking import check_tracking_uri, log_text, mlflow_logger, open_store
@@ -194,6 +195,7 @@ class HuSCFCLI(LightningCLI):
                 f"model.local_epochs (= {epochs} here); drop trainer.max_epochs and set --model.rounds instead."
             )
         config.trainer.max_epochs = epochs
+        shard_clients_over_processes(config.trainer)
         check_optimiser_settings(config.model.lr_g, config.model.lr_d, config.model.betas)
         logger_args = self.logger_args = _mlflow_logger_args(config)
         self.tracking_uri = getattr(logger_args, "tracking_uri", None)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from huscf_lightning.distributed import gather_objects, world_size
 from huscf_lightning.errors import HuSCFError
 
 UP = "up"  # client -> server
@@ -114,9 +115,25 @@ class Wire:
         """
         self.bytes.clear()
 
+    def sum_over_ranks(self) -> None:
+        """Make the counts the sum of every rank's (a sharded run: each rank counted its own clients), on every
+        rank; the dtypes carried become their union. A no-op in one process."""
+        if world_size() > 1:
+            self.load_state_dict(Wire.summed_state(gather_objects(self.state_dict())))
+
     def state_dict(self) -> dict:
         """The counts since the last reset and the dtypes ever carried (checkpoints save them)."""
         return {"bytes": [[*key, n] for key, n in self.bytes.items()], "dtypes": sorted(str(d) for d in self.dtypes_carried)}
+
+    @staticmethod
+    def summed_state(states: list[dict]) -> dict:
+        """One `state_dict` whose counts are the sum of ``states``' (the ranks' of a sharded run)."""
+        summed = Wire()
+        for state in states:
+            for client, cut, direction, kind, n in state["bytes"]:
+                summed.bytes[(int(client), cut, direction, kind)] += int(n)
+            summed.dtypes_carried |= {getattr(torch, name.removeprefix("torch.")) for name in state["dtypes"]}
+        return summed.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
         """Restore `state_dict` output: a run resumed inside a round keeps counting that round."""

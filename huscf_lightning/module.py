@@ -20,11 +20,12 @@ from dataclasses import dataclass
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch import Tensor
 from torch.nn import functional as F
 
+from huscf_lightning import sharded_checkpoint
 from huscf_lightning.config import ConfigError, EvaluationSpec, FederationSpec, PlanSpec
+from huscf_lightning.distributed import check_strategy, client_shard, gather_objects, sum_gradients
 from huscf_lightning.exchange import DOWN, UP, Wire
 from huscf_lightning.federation.participation import clients_per_round, draw_participants
 from huscf_lightning.federation.strategy import FederationStrategy, build_strategy
@@ -203,6 +204,62 @@ class HuSCFGAN(pl.LightningModule):
         self._noise.manual_seed(self.seed)
         log.info("built %d clients; plan %s", self.num_clients, [c.as_tuple() for c in plan])
 
+    def _check_processes(self, num_clients: int) -> None:
+        """Refuse a Trainer strategy or process count that cannot shard these clients, naming what works."""
+        world, _ = self._world()
+        check_strategy(self.trainer.strategy, world, num_clients, self.federation.participation)
+        if world > 1 and self.trainer._accelerator_connector.use_distributed_sampler:
+            raise ConfigError(
+                "A run sharded over processes needs Trainer(use_distributed_sampler=False): every rank reads every "
+                "client's batch stream (HuSCFGAN trains its own clients on it), so Lightning must not split the "
+                "batches itself. The CLI sets it; set it when you build the Trainer in Python."
+            )
+
+    def _shard_clients(self) -> None:
+        """In a run sharded over processes: hold this rank's contiguous share of the clients (rebuilt from their
+        initial state: nothing has trained yet) and make the server blocks a replica of a sharded server."""
+        world, rank = self._world()
+        shard = client_shard(self.num_clients, world, rank)
+        if world == 1 or self.G.resident == shard:
+            return
+        shapes = self._block_input_shapes()
+        for net in (self.G, self.D):
+            net.set_resident(shard)
+            net.shard_server(shapes[net.name])
+        self._g_params = None
+        log.info("rank %d of %d holds clients %s", rank, world, list(shard))
+
+    def _world(self) -> tuple[int, int]:
+        """(processes, this one's rank) of the Trainer's strategy; (1, 0) without a Trainer."""
+        if self._trainer is None:
+            return 1, 0
+        return self.trainer.world_size, self.trainer.global_rank
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the clients are sharded over several processes (this one holds the resident ones)."""
+        return self._world()[0] > 1
+
+    @torch.no_grad()
+    def _block_input_shapes(self) -> dict[str, list[tuple[int, ...]]]:
+        """Per network, each block's per-sample input shape (a sharded server calls a block on an empty batch)."""
+        shapes: dict[str, list[tuple[int, ...]]] = {}
+        labels = torch.arange(2) % self.num_classes
+        fake = None
+        for name, template in (("G", self.generator_template), ("D", self.discriminator_template)):
+            seen: list[tuple[int, ...]] = []
+            hooks = [b.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[1:]))) for b in template.blocks]
+            was = template.training
+            try:
+                template.eval()
+                fake = template(torch.zeros(2, self.z_dim), labels) if name == "G" else template(fake, labels)
+            finally:
+                template.train(was)
+                for hook in hooks:
+                    hook.remove()
+            shapes[name] = seen
+        return shapes
+
     def _check_templates(self) -> None:
         """A tiny forward of the unsplit templates, so a mismatched network fails here, clearly."""
         labels = torch.arange(2) % self.num_classes
@@ -226,9 +283,11 @@ class HuSCFGAN(pl.LightningModule):
             raise ConfigError(f"The discriminator must output one probability per sample; got shape {tuple(out.shape)}.")
 
     def setup(self, stage: str) -> None:
-        """Build the clients from the datamodule's partition (unless a checkpoint or the user already did)."""
-        _check_one_process(self.trainer)
+        """Build the clients from the datamodule's partition (unless a checkpoint or the user already did), and
+        in a run sharded over processes keep this rank's share of them."""
         if self.G is not None:
+            self._check_processes(self.num_clients)
+            self._shard_clients()
             return
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is None or not hasattr(datamodule, "client_domains"):
@@ -242,12 +301,14 @@ class HuSCFGAN(pl.LightningModule):
                 f"The data has {datamodule.num_classes} classes but the model is built for num_classes="
                 f"{self.num_classes}; set --model.num_classes={datamodule.num_classes}."
             )
+        self._check_processes(len(datamodule.client_domains))
         self.configure_clients(
             datamodule.client_domains,
             datamodule.client_sizes,
             batch_size=datamodule.batch_size,
             progress_bar=self.trainer.progress_bar_callback is not None,  # the Trainer's progress-bar setting
         )
+        self._shard_clients()
 
     def on_fit_start(self) -> None:
         """Refuse a Trainer length that is not this model's rounds: a partial round would never be aggregated."""
@@ -334,12 +395,14 @@ class HuSCFGAN(pl.LightningModule):
         if self._feature_block is not None:
             if self._round_activation is None:
                 raise RuntimeError("The round ended before any step of its last epoch ran; no clustering features.")
-            means = self._round_activation.client_means(len(self.participants))
+            means = self._round_activation.client_means(len(self.G.resident))
+            if self.sharded:  # every rank's clients, in client order (the shards are contiguous, in rank order)
+                means = torch.cat([part.to(means.device) for part in gather_objects(means.cpu())])
             # (K, C, L): channels by positions, as the KLD needs; a flat (K, D) activation is one channel of D positions
             features = means.flatten(2) if means.dim() > 2 else means.unsqueeze(1)
             self._round_activation = None
         last = self.current_round == self.trainer.max_epochs // self.local_epochs
-        clients = list(self.participants)
+        clients = list(self._round_clients())
         state = RoundState(
             self.current_round,
             [self.client_domains[i] for i in clients],
@@ -359,14 +422,24 @@ class HuSCFGAN(pl.LightningModule):
         """One iteration of METHOD.md for all clients in lock-step: G forward, D on detached fakes and on
         reals (keeping the clustering features during a round's last epoch), D step, then G through D."""
         opt_g, opt_d = self.optimizers()
-        if not self.G.all_resident:  # the loader yields every client's batch; the round's participants train
-            batch = [batch[i] for i in self.participants]
+        # The loader yields every client's batch. The round's clients (all, or the participants) draw their noise
+        # from one stream, whatever the number of processes; each process trains its resident share of them.
+        round_clients = self._round_clients()
+        round_sizes = [batch[i][0].shape[0] for i in round_clients]
+        local = self._local_positions(round_clients)
+        batch = [batch[round_clients[p]] for p in local]
         reals = [x for x, _ in batch]
         labels = [y for _, y in batch]
         sizes = [x.shape[0] for x in reals]
-        noise = torch.randn(sum(sizes), self.z_dim, generator=self._noise, device=self._noise.device).to(self.device)
-        fake_labels = self._server_drawn_labels(sizes) if self.plan.placement == "md_gan" else labels
-        fakes = self.G(list(noise.split(sizes)), fake_labels)
+        noise = torch.randn(sum(round_sizes), self.z_dim, generator=self._noise, device=self._noise.device).to(self.device)
+        noise = noise.split(round_sizes)
+        if self.plan.placement == "md_gan":
+            drawn = self._server_drawn_labels(round_sizes)
+            fake_labels = [drawn[p] for p in local]
+        else:
+            fake_labels = labels
+        fakes = self.G([noise[p] for p in local], fake_labels)
+        g_dangling, g_inputs = self.G.dangling, self.G.dangling_inputs
         if self.plan.placement == "md_gan":
             fakes = self._send_generated(fakes, fake_labels)
 
@@ -375,23 +448,48 @@ class HuSCFGAN(pl.LightningModule):
         # reaches no G parameter (the fakes are detached), and the G backward is restricted to G's
         # parameters with `inputs`, so autograd skips D's weight gradients as a toggle would.
         d_fake = self.D([f.detach() for f in fakes], fake_labels)
+        fake_dangling = self.D.dangling
         if keep:  # the last step's activation is the round's clustering feature (METHOD.md), whenever the epoch ends
             d_real, self._round_activation = self.D.forward_keeping(reals, labels, self._feature_block)
         else:
             d_real = self.D(reals, labels)
-        weights = self._sample_weights(sizes)
-        loss_d = _client_bce(d_real, 1.0, weights) + _client_bce(d_fake, 0.0, weights)
+        weights = self._sample_weights(sizes, sum(round_sizes))
+        loss_real = _client_bce(d_real, 1.0, weights) + _nothing(self.D.dangling)
+        loss_fake = _client_bce(d_fake, 0.0, weights) + _nothing(fake_dangling)
+        loss_d = loss_real + loss_fake
         opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(loss_d)
+        if self.sharded:  # one D pass per backward: each server batch norm's backward sums match across ranks
+            self.manual_backward(loss_real)
+            self.manual_backward(loss_fake)
+            sum_gradients(self.D.server_blocks.parameters())  # the loss is a sum over every rank's clients
+        else:
+            self.manual_backward(loss_d)
         opt_d.step()
 
-        loss_g = _client_bce(self.D(fakes, fake_labels), 1.0, weights)
+        loss_g = _client_bce(self.D(fakes, fake_labels), 1.0, weights) + _nothing(self.D.dangling + g_dangling)
         opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(loss_g, inputs=self._generator_parameters())
+        # a sharded run also names the empty-batch inputs: autograd prunes what leads to no input, and every rank
+        # must run every server batch norm's backward sums, used by its clients or not
+        self.manual_backward(loss_g, inputs=self._generator_parameters() + self.D.dangling_inputs + g_inputs)
+        sum_gradients(self.G.server_blocks.parameters())
         opt_g.step()
 
-        k = len(sizes)
-        self.log_dict({"train/loss_d": loss_d.detach() / k, "train/loss_g": loss_g.detach() / k}, prog_bar=True)
+        k = len(round_clients)  # the mean over the round's clients: each rank's share, summed over ranks
+        self.log_dict(
+            {"train/loss_d": loss_d.detach() / k, "train/loss_g": loss_g.detach() / k},
+            prog_bar=True, sync_dist=self.sharded, reduce_fx="sum",
+        )
+
+    def _round_clients(self) -> tuple[int, ...]:
+        """The clients that train this round, over all processes: every client, or the round's participants."""
+        return self.participants if self.partial_participation else tuple(range(self.num_clients))
+
+    def _local_positions(self, round_clients: tuple[int, ...]) -> list[int]:
+        """Where this process's resident clients sit among ``round_clients``."""
+        if len(round_clients) == len(self.G.resident):
+            return list(range(len(round_clients)))
+        where = {client: p for p, client in enumerate(round_clients)}
+        return [where[client] for client in self.G.resident]
 
     def _server_drawn_labels(self, sizes: list[int]) -> list[Tensor]:
         """MD-GAN: the labels the server conditions each client's generated batch on (uniform over classes)."""
@@ -402,9 +500,9 @@ class HuSCFGAN(pl.LightningModule):
         """MD-GAN: each generated batch and the labels it was drawn for go from the server to its client (the
         images' gradient comes back over the wire in the G step); real data never leaves a client."""
         sizes = [fake.shape[0] for fake in fakes]
-        for i, drawn in zip(self.participants, fake_labels):
+        for i, drawn in zip(self.G.resident, fake_labels):
             self.wire.account(i, "G.labels", DOWN, drawn.numel() * drawn.element_size(), "synthetic labels")
-        carried = self.wire.send_group(torch.cat(list(fakes)), list(self.participants), sizes, "G.out", DOWN)
+        carried = self.wire.send_group(torch.cat(list(fakes)), list(self.G.resident), sizes, "G.out", DOWN)
         return list(carried.split(sizes))
 
     def _generator_parameters(self) -> list[Tensor]:
@@ -413,14 +511,14 @@ class HuSCFGAN(pl.LightningModule):
             self._g_params = [p for p in self.G.parameters() if p.requires_grad]
         return self._g_params
 
-    def _sample_weights(self, sizes: list[int]) -> Tensor:
+    def _sample_weights(self, sizes: list[int], total: int) -> Tensor:
         """1 / n_i for each of client i's samples (the sum over clients of each client's mean loss), or 1 / N for
-        all (the mean over one batch: centralized training). Made once per batch-size pattern and device (no
-        host-to-device copy, so no wait for the GPU, on the step path)."""
-        key = (tuple(sizes), self.device)
+        all, N = ``total`` over every process (the mean over one batch: centralized training). Made once per
+        batch-size pattern and device (no host-to-device copy, so no wait for the GPU, on the step path)."""
+        key = (tuple(sizes), total, self.device)
         if key not in self._loss_weights:
             counts = torch.tensor(sizes)
-            per_sample = torch.full_like(counts, int(counts.sum())) if self.plan.placement == "central" else counts
+            per_sample = torch.full_like(counts, total) if self.plan.placement == "central" else counts
             self._loss_weights[key] = torch.repeat_interleave(1.0 / per_sample, counts).to(self.device)
         return self._loss_weights[key]
 
@@ -431,7 +529,7 @@ class HuSCFGAN(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "client_data"):
             return
-        for i in range(self.num_clients):
+        for i in self.G.resident:  # each process counts its own clients' upload
             images, labels = datamodule.client_data(i)
             nbytes = images.numel() * images.element_size() + labels.numel() * labels.element_size()
             self.wire.account(i, "data", UP, nbytes, "raw data")
@@ -453,9 +551,15 @@ class HuSCFGAN(pl.LightningModule):
 
     # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The run's own state beside Lightning's. A run sharded over processes saves every client, as one process
+        would (`sharded_checkpoint.gather`, a collective: Lightning calls this on every rank, rank 0 writes)."""
+        wire = self.wire.state_dict()
+        if self.sharded:
+            sharded_checkpoint.gather(checkpoint, {"G.": self.G, "D.": self.D})
+            wire = Wire.summed_state(gather_objects(wire))
         checkpoint["huscf"] = {
             "layout": STATE_LAYOUT,
-            "resident": list(self.participants),
+            "resident": list(range(self.num_clients)) if self.sharded else list(self.participants),
             # with every client resident the stacks are the whole state; else the waiting clients' models too
             "stores": {"G": self.G.store.state_dict(), "D": self.D.store.state_dict()} if self.partial_participation else None,
             "plan": self.plan.to_dict(),
@@ -463,7 +567,7 @@ class HuSCFGAN(pl.LightningModule):
             "client_domains": self.client_domains,
             "client_sizes": self.client_sizes,
             "noise_rng": self._noise.get_state(),
-            "wire": self.wire.state_dict(),  # the round so far, for a checkpoint taken inside a round
+            "wire": wire,  # the round so far, for a checkpoint taken inside a round
             "networks": {"generator": network_spec(self.generator_template),
                          "discriminator": network_spec(self.discriminator_template)},
             "mlflow_run_id": _mlflow_run_id(self._trainer),
@@ -498,24 +602,18 @@ class HuSCFGAN(pl.LightningModule):
         for net in (self.G, self.D):
             if state["stores"] is not None:
                 net.store.load_state_dict(state["stores"][net.name])
-            if list(net.resident) != list(state["resident"]):
+            if not self.sharded and list(net.resident) != list(state["resident"]):
                 net.set_resident(state["resident"])  # before Lightning loads the stacks' saved rows
+        if self.sharded:  # an every-client checkpoint: keep this rank's clients' rows, whatever wrote it
+            sharded_checkpoint.shard(checkpoint, {"G.": self.G, "D.": self.D})
         self._noise.set_state(state["noise_rng"])
         self.wire.load_state_dict(state["wire"])
+        if self.sharded and self.trainer.global_rank != 0:
+            self.wire.reset()  # the counts so far are the whole run's: rank 0 carries them, the ranks' sum is right
         self.resumed_from_run = state.get("mlflow_run_id")
 
 
 STATE_LAYOUT = "stacked-clients-v1"  # the checkpoint layout of the clients' copies (split.stacked)
-
-
-def _check_one_process(trainer: pl.Trainer) -> None:
-    """Refuse a Trainer that runs several processes or shards parameters: the clients all live in this process."""
-    if trainer.world_size > 1 or not isinstance(trainer.strategy, SingleDeviceStrategy):
-        raise ConfigError(
-            f"HuSCFGAN trains all its clients in one process on one device; the {type(trainer.strategy).__name__} "
-            f"strategy with {trainer.world_size} process(es) would replicate or shard parameters instead (sharding "
-            "the clients over processes is not built yet). Drop --trainer.strategy and use --trainer.devices=1."
-        )
 
 
 def _mlflow_run_id(trainer: pl.Trainer | None) -> str | None:
@@ -532,6 +630,11 @@ def network_spec(net: BlockNetwork) -> dict | None:
     if not isinstance(init_args, dict):
         return None
     return {"class_path": f"{type(net).__module__}.{type(net).__qualname__}", "init_args": dict(init_args)}
+
+
+def _nothing(dangling: list[Tensor]) -> Tensor | float:
+    """Zero, depending on a sharded server's empty-batch outputs (so the backward runs their collectives too)."""
+    return sum(t.sum() for t in dangling) * 0.0 if dangling else 0.0
 
 
 def _client_bce(outputs: Sequence[Tensor], target: float, weights: Tensor) -> Tensor:

@@ -40,6 +40,19 @@ def average_states(stacked: Mapping[Hashable, Tensor], weights: Tensor) -> dict[
     return {name: _average_one(name, tensor, weights) for name, tensor in stacked.items()}
 
 
+def partial_average_states(
+    stacked: Mapping[Hashable, Tensor], weights: Tensor, columns: Tensor
+) -> dict[Hashable, Tensor]:
+    """The share of `average_states` that the clients ``columns`` (indices into the weights' columns) give, with
+    ``stacked`` holding only their rows: floating tensors their weighted sum, integer counters their largest
+    count (the smallest integer where a row weighs none of them). Summing the floating parts and taking the
+    largest integer parts over shards of the clients gives `average_states`: how ranks that each hold some
+    clients average them (`huscf_lightning.distributed`)."""
+    _check_weights(weights)
+    part = weights[:, columns.to(weights.device)]
+    return {name: _average_one(name, tensor, part) for name, tensor in stacked.items()}
+
+
 def _average_one(name: Hashable, stacked: Tensor, weights: Tensor) -> Tensor:
     """One tensor's averages; ``weights`` already checked."""
     if not torch.is_tensor(stacked) or stacked.dim() == 0 or stacked.shape[0] != weights.shape[1]:

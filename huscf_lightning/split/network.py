@@ -112,6 +112,9 @@ class SplitNetwork(nn.Module):
         initial = {(j, key): t.detach() for j in held for key, t in self._plain.blocks[j].state_dict().items()}
         self.store = ClientStore(initial, self.num_clients)
         self.resident: tuple[int, ...] = ()
+        self._empty_inputs: dict[int, tuple[int, ...]] | None = None
+        self.dangling: list[Tensor] = []  # a sharded server's empty-batch outputs of the last forward
+        self.dangling_inputs: list[Tensor] = []  # and their inputs: leaves that require a gradient
         self.set_resident(range(self.num_clients) if resident is None else resident)
 
     # ----------------------------------------------------------------- who holds what
@@ -166,6 +169,28 @@ class SplitNetwork(nn.Module):
         for name in persistent_names(plain):
             tensors[name] = stored[(block, name)]
         return tensors
+
+    def shard_server(self, input_shapes: Sequence[tuple[int, ...]]) -> None:
+        """Make the server blocks one replica of a server sharded over processes (`huscf_lightning.distributed`):
+        their batch norms use the statistics of every rank's batch, and every forward calls every server block,
+        with an empty batch where no resident client uses it (``input_shapes``: each block's per-sample input
+        shape), so all ranks take part in the same sums. The outputs of those calls are left in ``dangling`` after
+        each forward: add ``0 * sum`` of them to the loss, so the backward runs their sums too."""
+        from huscf_lightning.distributed import sync_batch_norms
+
+        sync_batch_norms(self.server_blocks)
+        self._empty_inputs = {j: tuple(input_shapes[j]) for j in range(self.num_blocks)}
+
+    def holders(self, block: int) -> list[int]:
+        """Every client (global index) that holds ``block`` itself, in order: the rows of its stack in one process."""
+        return [i for i in range(self.num_clients) if self.is_local(i, block)]
+
+    def parameter_names(self, every_client: bool = False) -> list[str]:
+        """The names of the parameters in `parameters()` order (the optimiser's), for the resident clients, or as
+        one process holding every client would have them (``every_client``)."""
+        names = [f"server_blocks.{j}.{n}" for j, block in self.server_blocks.items() for n, _ in block.named_parameters()]
+        blocks = [j for j in range(self.num_blocks) if self.holders(j)] if every_client else [int(j) for j in self.client_stacks]
+        return names + [f"client_stacks.{j}.{n}" for j in blocks for n, _ in self._plain.blocks[j].named_parameters()]
 
     def _device(self) -> torch.device:
         for tensor in list(self.server_blocks.parameters()) + list(self.client_stacks.parameters()):
@@ -297,19 +322,27 @@ class SplitNetwork(nn.Module):
         return per_client
 
     @torch.no_grad()
-    def park(self, groups: Tensor | None, group_averages: dict[StateKey, Tensor] | None) -> None:
-        """Write the resident clients' state into the store at a round end: one model per group (``groups``
-        (R,), ``group_averages`` (block, name) -> (G, ...)), or each its own when the round aggregated nothing."""
+    def park(self, groups: Tensor | None, group_averages: dict[StateKey, Tensor] | None, every_client: bool = False) -> None:
+        """Write the clients' state into the store at a round end: one model per group (``groups``, the group of
+        every resident client, or of every client with ``every_client``; ``group_averages`` (block, name) ->
+        (G, ...)), or each client its own when the round aggregated nothing. ``every_client``: the network holds
+        a shard of the clients (one rank of several), and the store learns every client's model, so any rank
+        can rebuild any client's path (evaluation)."""
+        from huscf_lightning.distributed import gather_objects
+
         keys = self.store.keys
+        clients = list(range(self.num_clients)) if every_client else list(self.resident)
         if groups is None:
             states = self.stacked_states()
-            models = [{key: states[key][p].cpu().clone() for key in keys} for p in range(len(self.resident))]
-            self.store.update(self.resident, torch.arange(len(self.resident)), models, follow=False)
+            own = {c: {key: states[key][p].cpu().clone() for key in keys} for p, c in enumerate(self.resident)}
+            if every_client:
+                own = {c: model for shard in gather_objects(own) for c, model in shard.items()}
+            self.store.update(clients, torch.arange(len(clients)), [own[c] for c in clients], follow=False)
             return
         if group_averages is None or any(key not in group_averages for key in keys):
             raise NetworkError("park needs the group average of every block a client holds; aggregate over all of them.")
         models = [{key: group_averages[key][g].cpu().clone() for key in keys} for g in range(int(groups.max()) + 1)]
-        self.store.update(self.resident, groups.cpu(), models)
+        self.store.update(clients, groups.cpu(), models)
 
     # ----------------------------------------------------------------- forward
     def forward(self, inputs: Sequence[Tensor | None], labels: Sequence[Tensor | None]) -> list[Tensor | None]:
@@ -335,6 +368,8 @@ class SplitNetwork(nn.Module):
                 "input (or None) per resident client, in resident order."
             )
         active = [x is not None for x in inputs]
+        self.dangling = []
+        self.dangling_inputs = []
         acts: list[Tensor | None] = list(inputs)
         batch: Tensor | None = None
         members: tuple[int, ...] = ()
@@ -356,6 +391,8 @@ class SplitNetwork(nn.Module):
                         if p in parts:
                             acts[p] = parts[p]
             self._run_local(j, [p for p in self.local_members[j] if active[p]], acts, labels, views)
+            if not now and self._empty_inputs is not None and str(j) in self.server_blocks:
+                self._run_empty(j)
             if now:
                 if now != members:
                     # a whole network on the server (head 0) starts from inputs that are there already
@@ -377,6 +414,17 @@ class SplitNetwork(nn.Module):
             for p, part in zip(members, batch.split(sizes)):
                 acts[p] = part
         return acts, kept
+
+    def _run_empty(self, j: int) -> None:
+        """Server block ``j`` on an empty batch: this rank's share of a block no resident client uses."""
+        block = self.server_blocks[str(j)]
+        like = next(iter(block.parameters()), None)
+        dtype, device = (like.dtype, like.device) if like is not None else (torch.get_default_dtype(), self._device())
+        # a leaf that needs a gradient: the block's backward (its batch norms' sums) then runs on this rank whatever
+        # a backward restricts itself to (`inputs=`), as it does on a rank whose clients use the block
+        empty = torch.zeros(0, *self._empty_inputs[j], dtype=dtype, device=device, requires_grad=True)
+        self.dangling_inputs.append(empty)
+        self.dangling.append(block(empty, torch.zeros(0, dtype=torch.long, device=device)) if j == 0 else block(empty))
 
     def _cross(self, parts: list[Tensor], positions: list[int], end: str, direction: str) -> list[Tensor]:
         """Carry the clients' ``parts`` across this network's ``end`` cut in one wire call; returns them split."""

@@ -1,0 +1,202 @@
+"""Clients sharded over the processes of a Lightning data-parallel run, on torch.distributed.
+
+With ``--trainer.strategy=ddp --trainer.devices=N`` (CPU with gloo, GPUs with NCCL, several nodes through
+Lightning's cluster environments: torchrun, SLURM, ...) each process (rank) holds a contiguous share of
+the clients (their stacked head and tail copies and their Adam state) and a replica of the server
+blocks, which it runs over its own clients' activations. Whatever couples clients goes through
+torch.distributed, so that N processes compute what one does:
+
+- the server blocks' gradients are summed over ranks after each backward (`sum_`): the one-process
+  loss is a sum over clients, while DDP's reducer would average, and it fires per backward while a GAN
+  step runs two, each with its own optimiser;
+- the server's batch norm normalises with the moments of the whole server batch (`SyncedBatchNorm`);
+- a round end gathers the clustering features and sums each rank's weighted client states and the
+  wire's byte counts.
+
+`ClientShardedDDP` is Lightning's `DDPStrategy` without the DistributedDataParallel wrapper: the ranks'
+modules differ (each holds its own clients), so there is nothing for DDP to replicate or reduce. The CLI
+turns ``ddp``, ``ddp_spawn``, ``ddp_fork`` and ``ddp_notebook`` into it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy, Strategy
+from torch import Tensor, nn
+from torch.distributed import nn as dist_nn
+
+from huscf_lightning.config import ConfigError
+
+DDP_NAMES = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}
+
+
+class ClientShardedDDP(DDPStrategy):
+    """Lightning's DDP (processes, process group, launchers, cluster environments), minus the DDP wrapper."""
+
+    strategy_name = "huscf_ddp"
+
+    def configure_ddp(self) -> None:
+        """Keep the module as it is: each rank holds other clients, and HuSCFGAN reduces what is shared itself."""
+
+
+def check_strategy(strategy: Strategy, world_size: int, num_clients: int, participation: float) -> None:
+    """Raise a `ConfigError` naming what works when this strategy cannot shard these clients."""
+    if isinstance(strategy, ClientShardedDDP) or (isinstance(strategy, SingleDeviceStrategy) and world_size == 1):
+        pass
+    elif isinstance(strategy, DDPStrategy):
+        raise ConfigError(
+            "Lightning's DDPStrategy wraps the model in DistributedDataParallel, which needs the same parameters on "
+            "every rank; HuSCFGAN shards the clients over the ranks instead. Use strategy="
+            "huscf_lightning.distributed.ClientShardedDDP() from Python (the CLI turns --trainer.strategy=ddp into it)."
+        )
+    else:
+        raise ConfigError(
+            f"The {type(strategy).__name__} strategy cannot run HuSCFGAN: its clients are the data-parallel axis, and "
+            "FSDP, DeepSpeed, model parallelism and the like shard or replicate parameters, not clients. Use one "
+            "device, or --trainer.strategy=ddp with --trainer.devices=N (and --trainer.num_nodes for several nodes)."
+        )
+    if world_size > num_clients:
+        raise ConfigError(
+            f"The run has {world_size} processes but only {num_clients} clients: every process needs at least one "
+            f"client. Use at most {num_clients} devices (--trainer.devices x --trainer.num_nodes), or more clients."
+        )
+    if world_size > 1 and participation != 1.0:
+        raise ConfigError(
+            f"federation.participation={participation} with {world_size} processes is not supported: partial "
+            "participation runs in one process. Use participation 1.0, or one device."
+        )
+
+
+def client_shard(num_clients: int, world_size: int, rank: int) -> tuple[int, ...]:
+    """The contiguous share of the clients that ``rank`` holds; shares differ by at most one client."""
+    base, extra = divmod(num_clients, world_size)
+    start = rank * base + min(rank, extra)
+    return tuple(range(start, start + base + (rank < extra)))
+
+
+def world_size() -> int:
+    """Processes in the default group (1 without torch.distributed)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def sum_(tensors: Sequence[Tensor]) -> None:
+    """Sum ``tensors`` over ranks, in place, with one collective over their flattened concatenation."""
+    if world_size() == 1 or not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    torch._foreach_copy_(list(tensors), [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)])
+
+
+def sum_gradients(parameters: Iterable[nn.Parameter]) -> None:
+    """Sum the parameters' gradients over ranks (a rank that did not use one contributes zeros)."""
+    params = [p for p in parameters if p.requires_grad]
+    if world_size() == 1 or not params:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    sum_([p.grad for p in params])
+
+
+def max_(tensor: Tensor) -> Tensor:
+    """The elementwise maximum over ranks (a new tensor)."""
+    if world_size() == 1:
+        return tensor
+    out = tensor.clone()
+    dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return out
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order (``[obj]`` in one process)."""
+    if world_size() == 1:
+        return [obj]
+    gathered: list[Any] = [None] * world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank."""
+    if world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch norm whose training statistics are those of the batch over all ranks (one process's, split).
+
+    ``torch.nn.SyncBatchNorm`` runs on GPUs only; this one runs wherever torch.distributed does (gloo on
+    a CPU too): the sums go through the differentiable ``torch.distributed.nn.functional.all_reduce``,
+    so the backward is the one-process backward. Two passes (mean, then centred squares) keep it as
+    accurate as one process's. A rank with no sample in the batch still calls it (with an empty batch,
+    whose output joins the loss) so every rank takes part in the sums. Each layer sums in its own process
+    group (``group``): ranks whose graphs differ (other clients, other cuts) run the backward's sums of
+    different layers in different orders, and a group per layer keeps each layer's sums matched. Same
+    parameters and buffers as the batch norm it replaces.
+    """
+
+    group: Any = None
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or world_size() == 1:
+            return super().forward(x)
+        dims = [0, *range(2, x.dim())]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        count = torch.tensor([x.numel() // x.shape[1]], dtype=x.dtype, device=x.device)
+        totals = dist_nn.functional.all_reduce(torch.cat([x.sum(dims), count]), group=self.group)
+        n = totals[-1]
+        mean = totals[:-1] / n
+        centred = x - mean.view(shape)
+        var = dist_nn.functional.all_reduce((centred * centred).sum(dims), group=self.group) / n
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
+                self.running_var.mul_(1 - factor).add_(var.detach() * (n / (n - 1)), alpha=factor)
+        out = centred / torch.sqrt(var + self.eps).view(shape)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out
+
+
+def sync_batch_norms(module: nn.Module) -> nn.Module:
+    """``module`` with every BatchNorm1d/2d/3d replaced by a `SyncedBatchNorm` holding the same tensors."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, SyncedBatchNorm):
+            synced = SyncedBatchNorm(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            like = next(t for t in child.state_dict().values() if t.is_floating_point())
+            synced.to(device=like.device, dtype=like.dtype).load_state_dict(child.state_dict())
+            synced.group = dist.new_group() if world_size() > 1 else None  # every rank makes them in the same order
+            setattr(module, name, synced.train(child.training))
+        else:
+            sync_batch_norms(child)
+    return module
+
+
+def shard_clients_over_processes(trainer_config: Any) -> None:
+    """In a parsed CLI config: turn Lightning's DDP strategies (``ddp``, ``ddp_spawn``, ...) into
+    `ClientShardedDDP` with the same start method, and keep Lightning from splitting the batches (every rank
+    reads every client's stream). Other strategies are left for `check_strategy` to judge once built."""
+    strategy = trainer_config.strategy
+    name = strategy if isinstance(strategy, str) else None
+    if name in DDP_NAMES:
+        trainer_config.strategy = {
+            "class_path": f"{ClientShardedDDP.__module__}.{ClientShardedDDP.__qualname__}",
+            "init_args": {"start_method": DDP_NAMES[name]},
+        }
+        trainer_config.use_distributed_sampler = False
+    elif name is None and "ClientShardedDDP" in str(getattr(strategy, "class_path", "")):
+        trainer_config.use_distributed_sampler = False
