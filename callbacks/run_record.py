@@ -30,6 +30,8 @@ class RunRecord(pl.Callback):
     """
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:  # a run sharded over processes: rank 0 holds the MLflow run
+            return
         log_json(trainer, pl_module.plan.to_dict(), "plan.json")
         tags = {
             "plan_source": pl_module.plan_spec.source,
@@ -59,7 +61,7 @@ class RunRecord(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The link to the run a resumed fit continues (the epoch counter is restored only by now)."""
         previous = pl_module.resumed_from_run
-        if previous is None:
+        if previous is None or not trainer.is_global_zero:
             return
         _set_tags(trainer, {"resumed_from_run": previous, "resumed_at_round": str(pl_module.current_round)})
         logger = mlflow_logger(trainer)

@@ -10,6 +10,8 @@ import importlib
 import logging
 import sys
 
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+
 from huscf_lightning.errors import HuSCFError
 
 # Commands beside LightningCLI's fit/validate/test: name -> (module with add_arguments/run, description).
@@ -25,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m huscf_lightning`` and the ``huscf-lightning`` script."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_rank_zero_or_warning)
     package_log = logging.getLogger("huscf_lightning")
     package_log.addHandler(handler)
     package_log.setLevel(logging.INFO)
@@ -38,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         package_log.removeHandler(handler)
+
+
+def _rank_zero_or_warning(record: logging.LogRecord) -> bool:
+    """Information from the first process only: a fit sharded over processes runs this code once per rank
+    (Lightning sets ``rank_zero_only.rank`` in each); warnings and errors come from every rank."""
+    return record.levelno >= logging.WARNING or getattr(rank_zero_only, "rank", 0) == 0
 
 
 USAGE = """usage: huscf-lightning COMMAND [options]

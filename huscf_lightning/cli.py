@@ -277,6 +277,8 @@ class HuSCFCLI(LightningCLI):
             raise SystemExit(130) from None
 
     def _report_interrupt(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
         saver = next((c for c in self.trainer.callbacks if isinstance(c, MLflowSaveConfig)), None)
         run_id = saver.run_id if saver is not None else None
         if run_id is not None:
@@ -290,6 +292,8 @@ class HuSCFCLI(LightningCLI):
         )
 
     def after_fit(self) -> None:
+        if not self.trainer.is_global_zero:  # a run sharded over processes reports once
+            return
         logger = mlflow_logger(self.trainer)
         print(f"\nTrained {self.model.rounds} rounds of {self.model.local_epochs} local epoch(s) on {self.model.num_clients} clients.")
         if self.trainer.checkpoint_callback is not None and self.trainer.checkpoint_callback.last_model_path:

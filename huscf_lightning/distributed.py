@@ -27,7 +27,6 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy, Strategy
 from torch import Tensor, nn
-from torch.distributed import nn as dist_nn
 
 from huscf_lightning.config import ConfigError
 
@@ -94,9 +93,9 @@ def sum_(tensors: Sequence[Tensor]) -> None:
 
 def sum_gradients(parameters: Iterable[nn.Parameter]) -> None:
     """Sum the parameters' gradients over ranks (a rank that did not use one contributes zeros)."""
-    params = [p for p in parameters if p.requires_grad]
-    if world_size() == 1 or not params:
+    if world_size() == 1:
         return
+    params = [p for p in parameters if p.requires_grad]
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
@@ -130,20 +129,40 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """The sum over ranks, differentiable: its gradient is the sum over ranks of the output's gradients.
+
+    Written here because ``torch.distributed.nn.functional.all_reduce``, which does the same, is deprecated
+    and its named successor (``torch.distributed._functional_collectives``) is private."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: Tensor) -> Tensor:
+        out = tensor.clone(memory_format=torch.contiguous_format)  # gloo and NCCL sum dense tensors
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return _AllReduceSum.apply(grad)
+
+
+def all_reduce_sum(tensor: Tensor) -> Tensor:
+    """``tensor`` summed over ranks, with autograd through the sum (itself in one process)."""
+    return _AllReduceSum.apply(tensor) if world_size() > 1 else tensor
+
+
 class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch norm whose training statistics are those of the batch over all ranks (one process's, split).
 
     ``torch.nn.SyncBatchNorm`` runs on GPUs only; this one runs wherever torch.distributed does (gloo on
-    a CPU too): the sums go through the differentiable ``torch.distributed.nn.functional.all_reduce``,
-    so the backward is the one-process backward. Two passes (mean, then centred squares) keep it as
-    accurate as one process's. A rank with no sample in the batch still calls it (with an empty batch,
-    whose output joins the loss) so every rank takes part in the sums. Each layer sums in its own process
-    group (``group``): ranks whose graphs differ (other clients, other cuts) run the backward's sums of
-    different layers in different orders, and a group per layer keeps each layer's sums matched. Same
-    parameters and buffers as the batch norm it replaces.
+    a CPU too): the sums go through `all_reduce_sum`, which is differentiable, so the backward is the
+    one-process backward. Two passes (mean, then centred squares) keep it as accurate as one process's.
+    A rank with no sample in the batch still calls it (with an empty batch, whose output joins the loss)
+    so every rank takes part in the sums. The backward's sums run in the same order on every rank: the
+    autograd engine runs a graph's nodes in reverse creation order, and every rank creates the server
+    blocks' nodes in the same order (each calls each block once per forward). Same parameters and
+    buffers as the batch norm it replaces.
     """
-
-    group: Any = None
 
     def _check_input_dim(self, input: Tensor) -> None:
         if input.dim() < 2:
@@ -155,11 +174,11 @@ class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
         count = torch.tensor([x.numel() // x.shape[1]], dtype=x.dtype, device=x.device)
-        totals = dist_nn.functional.all_reduce(torch.cat([x.sum(dims), count]), group=self.group)
+        totals = all_reduce_sum(torch.cat([x.sum(dims), count]))
         n = totals[-1]
         mean = totals[:-1] / n
         centred = x - mean.view(shape)
-        var = dist_nn.functional.all_reduce((centred * centred).sum(dims), group=self.group) / n
+        var = all_reduce_sum((centred * centred).sum(dims)) / n
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -179,7 +198,6 @@ def sync_batch_norms(module: nn.Module) -> nn.Module:
             synced = SyncedBatchNorm(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
             like = next(t for t in child.state_dict().values() if t.is_floating_point())
             synced.to(device=like.device, dtype=like.dtype).load_state_dict(child.state_dict())
-            synced.group = dist.new_group() if world_size() > 1 else None  # every rank makes them in the same order
             setattr(module, name, synced.train(child.training))
         else:
             sync_batch_norms(child)

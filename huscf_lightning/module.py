@@ -454,16 +454,10 @@ class HuSCFGAN(pl.LightningModule):
         else:
             d_real = self.D(reals, labels)
         weights = self._sample_weights(sizes, sum(round_sizes))
-        loss_real = _client_bce(d_real, 1.0, weights) + _nothing(self.D.dangling)
-        loss_fake = _client_bce(d_fake, 0.0, weights) + _nothing(fake_dangling)
-        loss_d = loss_real + loss_fake
+        loss_d = _client_bce(d_real, 1.0, weights) + _client_bce(d_fake, 0.0, weights) + _nothing(fake_dangling + self.D.dangling)
         opt_d.zero_grad(set_to_none=True)
-        if self.sharded:  # one D pass per backward: each server batch norm's backward sums match across ranks
-            self.manual_backward(loss_real)
-            self.manual_backward(loss_fake)
-            sum_gradients(self.D.server_blocks.parameters())  # the loss is a sum over every rank's clients
-        else:
-            self.manual_backward(loss_d)
+        self.manual_backward(loss_d)
+        sum_gradients(self.D.server_blocks.parameters())  # a sharded run: the loss is a sum over every rank's clients
         opt_d.step()
 
         loss_g = _client_bce(self.D(fakes, fake_labels), 1.0, weights) + _nothing(self.D.dangling + g_dangling)
@@ -471,7 +465,7 @@ class HuSCFGAN(pl.LightningModule):
         # a sharded run also names the empty-batch inputs: autograd prunes what leads to no input, and every rank
         # must run every server batch norm's backward sums, used by its clients or not
         self.manual_backward(loss_g, inputs=self._generator_parameters() + self.D.dangling_inputs + g_inputs)
-        sum_gradients(self.G.server_blocks.parameters())
+        sum_gradients(self.G.server_blocks.parameters())  # (nothing to do in one process)
         opt_g.step()
 
         k = len(round_clients)  # the mean over the round's clients: each rank's share, summed over ranks
@@ -606,6 +600,12 @@ class HuSCFGAN(pl.LightningModule):
                 net.set_resident(state["resident"])  # before Lightning loads the stacks' saved rows
         if self.sharded:  # an every-client checkpoint: keep this rank's clients' rows, whatever wrote it
             sharded_checkpoint.shard(checkpoint, {"G.": self.G, "D.": self.D})
+        saved = next((t.dtype for t in held.values() if torch.is_tensor(t) and t.is_floating_point()), None)
+        if saved is not None:
+            # Lightning loads the weights before the precision plugin converts the module: networks built in
+            # float32 would round a float64 (64-true) checkpoint's weights on the way in
+            self.G.to(saved)
+            self.D.to(saved)
         self._noise.set_state(state["noise_rng"])
         self.wire.load_state_dict(state["wire"])
         if self.sharded and self.trainer.global_rank != 0:

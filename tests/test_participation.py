@@ -199,13 +199,3 @@ def test_a_checkpoint_of_the_per_module_layout_is_a_clear_error(tmp_path: Path, 
     with pytest.raises(ConfigError, match="kept a module per client") as caught:
         HuSCFGAN.load_from_checkpoint(old)
     assert "start a new run" in str(caught.value)
-
-
-def test_a_multi_process_or_sharding_strategy_is_a_clear_error(tmp_path) -> None:
-    model = HuSCFGAN(evaluation=QUIET, rounds=1, local_epochs=1)
-    data = HuSCFDataModule([DomainSpec("digits", 2)], batch_size=8, cap=16)
-    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, strategy="ddp", logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
-    with pytest.raises(ConfigError, match="one process on one device") as caught:
-        trainer.fit(model, data)
-    assert "--trainer.devices=1" in str(caught.value)

@@ -1,0 +1,211 @@
+"""Clients sharded over processes (``--trainer.strategy=ddp``): N processes compute what one does.
+
+The end-to-end checks start real 2-process gloo fits through the command line (Lightning's DDP launcher
+re-runs the command once per rank) and compare them with one-process fits of the same config in float64.
+They take about two minutes together, so they run behind the slow marker (CI runs them); the pure parts
+(shards, the split averages, the wire sums, the strategy checks) are in the default suite.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+
+from huscf_lightning.config import ConfigError
+from huscf_lightning.distributed import ClientShardedDDP, check_strategy, client_shard
+from huscf_lightning.exchange import DOWN, UP, Wire
+from huscf_lightning.federation.averaging import average_states, partial_average_states
+
+TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------------ pure parts
+def test_client_shards_are_contiguous_balanced_and_cover_every_client_once() -> None:
+    for clients in range(1, 12):
+        for world in range(1, clients + 1):
+            shards = [client_shard(clients, world, rank) for rank in range(world)]
+            assert [c for shard in shards for c in shard] == list(range(clients))
+            sizes = [len(shard) for shard in shards]
+            assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+
+
+def test_the_ranks_partial_averages_sum_to_the_one_process_average() -> None:
+    torch.manual_seed(1)
+    stacked = {("w",): torch.randn(5, 3, 2, dtype=torch.float64), ("n",): torch.tensor([4, 7, 7, 2, 9])}
+    weights = torch.rand(2, 5, dtype=torch.float64)
+    weights = weights / weights.sum(1, keepdim=True)
+    whole = average_states(stacked, weights)
+    parts = [
+        partial_average_states({k: v[list(cols)] for k, v in stacked.items()}, weights, torch.tensor(cols))
+        for cols in ((0, 1), (2, 3, 4))
+    ]
+    torch.testing.assert_close(parts[0][("w",)] + parts[1][("w",)], whole[("w",)], rtol=0, atol=1e-15)
+    assert torch.equal(torch.maximum(parts[0][("n",)], parts[1][("n",)]), whole[("n",)])
+
+
+def test_the_wire_counts_of_the_ranks_sum_to_one_process_counts() -> None:
+    ranks = [Wire(), Wire()]
+    ranks[0].account(0, "G.head", UP, 100, "activations")
+    ranks[1].account(1, "G.head", UP, 40, "activations")
+    ranks[1].account(1, "G.tail", DOWN, 8, "activations")
+    summed = Wire()
+    summed.load_state_dict(Wire.summed_state([w.state_dict() for w in ranks]))
+    assert summed.total(UP) == 140 and summed.total(DOWN) == 8
+    assert summed.bytes[(1, "G.head", UP, "activations")] == 40
+
+
+def test_strategies_that_do_not_shard_clients_and_too_many_ranks_are_clear_errors() -> None:
+    with pytest.raises(ConfigError, match="FSDP, DeepSpeed") as caught:
+        check_strategy(FSDPStrategy(), 2, 8, 1.0)
+    assert "--trainer.strategy=ddp" in str(caught.value)
+    with pytest.raises(ConfigError, match="wraps the model in DistributedDataParallel") as caught:
+        check_strategy(DDPStrategy(), 2, 8, 1.0)
+    assert "ClientShardedDDP" in str(caught.value)
+    with pytest.raises(ConfigError, match="3 processes but only 2 clients"):
+        check_strategy(ClientShardedDDP(), 3, 2, 1.0)
+    with pytest.raises(ConfigError, match="participation=0.5 with 2 processes"):
+        check_strategy(ClientShardedDDP(), 2, 8, 0.5)
+    check_strategy(ClientShardedDDP(), 2, 2, 1.0)
+
+
+def test_a_ddp_strategy_built_in_python_is_refused_before_training(tmp_path) -> None:
+    from huscf_lightning.config import EvaluationSpec
+    from huscf_lightning.data import DomainSpec, HuSCFDataModule
+    from huscf_lightning.module import HuSCFGAN
+
+    quiet = EvaluationSpec(metrics=[], utility_samples=0, sample_grids=False)
+    model = HuSCFGAN(evaluation=quiet, rounds=1, local_epochs=1)
+    data = HuSCFDataModule([DomainSpec("digits", 2)], batch_size=8, cap=16)
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, strategy="ddp", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    with pytest.raises(ConfigError, match="ClientShardedDDP"):
+        trainer.fit(model, data)
+
+
+# ------------------------------------------------------------------------------------------ real processes
+QUIET = ["--model.evaluation.metrics=[]", "--model.evaluation.utility_samples=0", "--model.evaluation.sample_grids=false"]
+
+
+def _fit(root: Path, devices: int, *extra: str) -> subprocess.CompletedProcess:
+    """A tiny float64 fit from the command line in ``root`` (its own MLflow store), on ``devices`` processes."""
+    root.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, "-m", "huscf_lightning", "fit", "--config", TINY,
+            f"--trainer.logger.init_args.tracking_uri=sqlite:///{root}/mlflow.db", f"--trainer.default_root_dir={root}",
+            "--trainer.accelerator=cpu", f"--trainer.devices={devices}", "--trainer.precision=64-true", *extra]
+    if devices > 1:
+        args.append("--trainer.strategy=ddp")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _checkpoint(root: Path) -> dict:
+    """The newest ``last.ckpt`` under ``root`` (a resumed fit may write it in a run folder of its own)."""
+    newest = max(root.glob("**/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime)
+    return torch.load(newest, weights_only=False)
+
+
+def _assert_same_training_state(a: dict, b: dict) -> None:
+    """Weights, BN statistics, both Adam states and the federation's records of two checkpoints agree."""
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=1e-9, msg=key)
+    for opt_a, opt_b in zip(a["optimizer_states"], b["optimizer_states"]):
+        assert opt_a["state"].keys() == opt_b["state"].keys()
+        for index, per_param in opt_a["state"].items():
+            for name, value in per_param.items():
+                torch.testing.assert_close(opt_b["state"][index][name], value, rtol=0, atol=1e-9)
+    for name in ("ClusteringRound", "FederatedAggregation"):
+        history_a, history_b = a["callbacks"][name]["history"], b["callbacks"][name]["history"]
+        assert len(history_a) == len(history_b)
+        for record_a, record_b in zip(history_a, history_b):
+            assert record_a.keys() == record_b.keys()
+            for key, value in record_a.items():
+                if isinstance(value, list) and value and isinstance(value[0], float):
+                    assert record_b[key] == pytest.approx(value, abs=1e-12), key
+                elif isinstance(value, float):
+                    assert record_b[key] == pytest.approx(value, abs=1e-12), key
+                else:
+                    assert record_b[key] == value, key  # clusters, groups, participants
+
+
+def _metrics(root: Path) -> tuple[list[str], dict[str, list[tuple[int, float]]]]:
+    """Every run's id, and every metric's (step, value) history, from the fit's SQLite MLflow store."""
+    with sqlite3.connect(root / "mlflow.db") as db:
+        runs = [row[0] for row in db.execute("SELECT run_uuid FROM runs")]
+        history: dict[str, list[tuple[int, float]]] = {}
+        for key, step, value in db.execute("SELECT key, step, value FROM metrics ORDER BY key, step, timestamp"):
+            history.setdefault(key, []).append((step, value))
+    return runs, history
+
+
+def _artifacts(root: Path, suffix: str) -> list[str]:
+    """The relative paths of the one run's artifacts ending in ``suffix``."""
+    with sqlite3.connect(root / "mlflow.db") as db:
+        ((uri,),) = db.execute("SELECT artifact_uri FROM runs").fetchall()
+    folder = Path(uri.removeprefix("file://"))
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob(f"*{suffix}"))
+
+
+@pytest.fixture(scope="module")
+def one_and_two(tmp_path_factory) -> tuple[Path, Path]:
+    """The same 2-round fit (KLD-clustered, a sample grid per round) on one process and on two."""
+    roots = tmp_path_factory.mktemp("one"), tmp_path_factory.mktemp("two")
+    for root, devices in zip(roots, (1, 2)):
+        done = _fit(root, devices, "--model.rounds=2", *QUIET[:2])
+        assert done.returncode == 0, done.stderr[-3000:]
+    return roots
+
+
+@pytest.mark.slow
+def test_two_processes_train_what_one_process_trains(one_and_two) -> None:
+    one, two = one_and_two
+    _assert_same_training_state(_checkpoint(one), _checkpoint(two))
+
+
+@pytest.mark.slow
+def test_two_processes_log_one_mlflow_run_with_one_process_figures(one_and_two) -> None:
+    one, two = one_and_two
+    (_,), metrics_one = _metrics(one)
+    runs_two, metrics_two = _metrics(two)
+    assert len(runs_two) == 1  # every rank's logger points at one run; only rank 0 writes
+    assert metrics_two.keys() == metrics_one.keys()
+    for key, history in metrics_one.items():
+        assert len(metrics_two[key]) == len(history), key  # nothing logged once per rank
+        if key.startswith(("wire/", "cluster/", "federation/")):
+            assert metrics_two[key] == history, key  # byte counts summed over ranks: the one-process totals
+        elif key.startswith("train/"):
+            assert [v for _, v in metrics_two[key]] == pytest.approx([v for _, v in history], abs=1e-9), key
+    grids_one, grids_two = _artifacts(one, ".png"), _artifacts(two, ".png")
+    assert grids_one and grids_two == grids_one  # the sample grids: made once a round, by rank 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("first, then", [(2, 1), (1, 2)])
+def test_a_checkpoint_resumes_exactly_on_another_number_of_processes(one_and_two, tmp_path, first, then) -> None:
+    one, _ = one_and_two
+    root = tmp_path / "run"
+    done = _fit(root, first, "--model.rounds=1", *QUIET[:2])
+    assert done.returncode == 0, done.stderr[-3000:]
+    (path,) = root.glob("*/*/checkpoints/last.ckpt")
+    done = _fit(root, then, "--model.rounds=2", f"--ckpt_path={path}", *QUIET[:2])
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = _checkpoint(root)
+    assert resumed["epoch"] == 1
+    _assert_same_training_state(_checkpoint(one), resumed)
+
+
+@pytest.mark.slow
+def test_more_processes_than_clients_is_a_clear_error_on_the_command_line(tmp_path) -> None:
+    done = _fit(tmp_path, 3, "--data.domains=[{name: glyphs, clients: 2}]", *QUIET)
+    assert done.returncode == 2
+    assert "3 processes but only 2 clients" in done.stderr
+    assert "Traceback" not in done.stderr
