@@ -12,3 +12,5 @@ for clients in 8 20 80; do
 done
 echo "== 1,000 clients, 10% a round"
 "$PY" bench/many_clients.py --clients 1000 --participation 0.1 --accelerator gpu
+echo "== 80 clients on one GPU, plain and through the client-sharding strategy (its overhead on one device)"
+"$PY" bench/ddp_scaling.py --clients 80 --processes 1 --batch 64 --accelerator gpu --strategy-on-one

@@ -162,6 +162,8 @@ def one_and_two(tmp_path_factory) -> tuple[Path, Path]:
     for root, devices in zip(roots, (1, 2)):
         done = _fit(root, devices, "--model.rounds=2", *QUIET[:2])
         assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.count("Trained 2 rounds") == 1  # the summary is printed once, by rank 0
+        assert done.stderr.count("round 2: k=") == 1  # information is logged once
     return roots
 
 
