@@ -7,6 +7,7 @@ records in the fit's own MLflow store (rank 0 logs one per step), so process sta
 round end are not in it. Efficiency = (steps/s on N processes) / (N x steps/s on one).
 
     .venv/bin/python bench/ddp_scaling.py --clients 8 20 --processes 1 2
+    .venv/bin/python bench/ddp_scaling.py --clients 8 20 --processes 1 2 --threads 1   # one core per process
     python bench/ddp_scaling.py --clients 80 --processes 1 --accelerator gpu   # the strategy's cost on one GPU
 """
 
@@ -24,9 +25,12 @@ from pathlib import Path
 QUIET = ["--model.evaluation.metrics=[]", "--model.evaluation.utility_samples=0", "--model.evaluation.sample_grids=false"]
 
 
-def step_seconds(clients: int, processes: int, steps: int, batch: int, accelerator: str, strategy: bool) -> float:
+def step_seconds(
+    clients: int, processes: int, steps: int, batch: int, accelerator: str, strategy: bool, threads: int | None
+) -> float:
     """Median seconds per training step of one fit (``strategy``: through the sharding strategy even on one
-    process, to measure its own cost)."""
+    process, to measure its own cost; ``threads``: torch threads per process, else PyTorch's and Lightning's
+    defaults: all cores for one process, an equal share each for several)."""
     with tempfile.TemporaryDirectory() as tmp:
         args = [
             sys.executable, "-m", "huscf_lightning", "fit", *QUIET,
@@ -40,7 +44,8 @@ def step_seconds(clients: int, processes: int, steps: int, batch: int, accelerat
         ]
         if processes > 1 or strategy:
             args.append("--trainer.strategy=ddp")
-        done = subprocess.run(args, cwd=tmp, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"} | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
+        done = subprocess.run(args, cwd=tmp, capture_output=True, text=True, env=env)
         if done.returncode != 0:
             raise SystemExit(f"the fit failed ({' '.join(args)}):\n{done.stderr[-3000:]}")
         with sqlite3.connect(Path(tmp) / "mlflow.db") as db:
@@ -58,6 +63,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=8, help="steps in the epoch (per client: batch x steps samples)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--threads", type=int, help="torch threads per process (default: cores / processes)")
     parser.add_argument("--strategy-on-one", action="store_true", help="also time one process through the strategy")
     args = parser.parse_args()
     print("clients  processes  s/step  steps/s  speed-up  efficiency")
@@ -65,7 +71,7 @@ def main() -> int:
         base = None
         runs = [(n, False) for n in args.processes] + ([(1, True)] if args.strategy_on_one else [])
         for processes, through in runs:
-            seconds = step_seconds(clients, processes, args.steps, args.batch, args.accelerator, through)
+            seconds = step_seconds(clients, processes, args.steps, args.batch, args.accelerator, through, args.threads)
             base = seconds if base is None else base
             speedup = base / seconds
             label = f"{processes}{' (ddp)' if through else ''}"

@@ -42,8 +42,9 @@ class ClientShardedDDP(DDPStrategy):
         """Keep the module as it is: each rank holds other clients, and HuSCFGAN reduces what is shared itself."""
 
 
-def check_strategy(strategy: Strategy, world_size: int, num_clients: int, participation: float) -> None:
-    """Raise a `ConfigError` naming what works when this strategy cannot shard these clients."""
+def check_strategy(strategy: Strategy, world_size: int, num_clients: int, participation: float, per_round: int) -> None:
+    """Raise a `ConfigError` naming what works when this strategy cannot shard these clients (``per_round`` of
+    them take part in a round, ``federation.participation`` = ``participation``)."""
     if isinstance(strategy, ClientShardedDDP) or (isinstance(strategy, SingleDeviceStrategy) and world_size == 1):
         pass
     elif isinstance(strategy, DDPStrategy):
@@ -63,10 +64,11 @@ def check_strategy(strategy: Strategy, world_size: int, num_clients: int, partic
             f"The run has {world_size} processes but only {num_clients} clients: every process needs at least one "
             f"client. Use at most {num_clients} devices (--trainer.devices x --trainer.num_nodes), or more clients."
         )
-    if world_size > 1 and participation != 1.0:
+    if world_size > 1 and per_round < num_clients:
         raise ConfigError(
-            f"federation.participation={participation} with {world_size} processes is not supported: partial "
-            "participation runs in one process. Use participation 1.0, or one device."
+            f"federation.participation={participation} ({per_round} of {num_clients} clients a round) with "
+            f"{world_size} processes is not supported: partial participation runs in one process. Use "
+            "participation 1.0, or one device."
         )
 
 

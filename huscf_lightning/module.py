@@ -207,7 +207,8 @@ class HuSCFGAN(pl.LightningModule):
     def _check_processes(self, num_clients: int) -> None:
         """Refuse a Trainer strategy or process count that cannot shard these clients, naming what works."""
         world, _ = self._world()
-        check_strategy(self.trainer.strategy, world, num_clients, self.federation.participation)
+        participation = self.federation.participation
+        check_strategy(self.trainer.strategy, world, num_clients, participation, clients_per_round(num_clients, participation))
         if world > 1 and self.trainer._accelerator_connector.use_distributed_sampler:
             raise ConfigError(
                 "A run sharded over processes needs Trainer(use_distributed_sampler=False): every rank reads every "
@@ -227,7 +228,7 @@ class HuSCFGAN(pl.LightningModule):
             net.set_resident(shard)
             net.shard_server(shapes[net.name])
         self._g_params = None
-        log.info("rank %d of %d holds clients %s", rank, world, list(shard))
+        log.info("clients sharded over %d processes: %s", world, [list(client_shard(self.num_clients, world, r)) for r in range(world)])
 
     def _world(self) -> tuple[int, int]:
         """(processes, this one's rank) of the Trainer's strategy; (1, 0) without a Trainer."""

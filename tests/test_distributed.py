@@ -65,16 +65,17 @@ def test_the_wire_counts_of_the_ranks_sum_to_one_process_counts() -> None:
 
 def test_strategies_that_do_not_shard_clients_and_too_many_ranks_are_clear_errors() -> None:
     with pytest.raises(ConfigError, match="FSDP, DeepSpeed") as caught:
-        check_strategy(FSDPStrategy(), 2, 8, 1.0)
+        check_strategy(FSDPStrategy(), 2, 8, 1.0, 8)
     assert "--trainer.strategy=ddp" in str(caught.value)
     with pytest.raises(ConfigError, match="wraps the model in DistributedDataParallel") as caught:
-        check_strategy(DDPStrategy(), 2, 8, 1.0)
+        check_strategy(DDPStrategy(), 2, 8, 1.0, 8)
     assert "ClientShardedDDP" in str(caught.value)
     with pytest.raises(ConfigError, match="3 processes but only 2 clients"):
-        check_strategy(ClientShardedDDP(), 3, 2, 1.0)
-    with pytest.raises(ConfigError, match="participation=0.5 with 2 processes"):
-        check_strategy(ClientShardedDDP(), 2, 8, 0.5)
-    check_strategy(ClientShardedDDP(), 2, 2, 1.0)
+        check_strategy(ClientShardedDDP(), 3, 2, 1.0, 2)
+    with pytest.raises(ConfigError, match=r"participation=0.5 \(4 of 8 clients a round\) with 2 processes"):
+        check_strategy(ClientShardedDDP(), 2, 8, 0.5, 4)
+    check_strategy(ClientShardedDDP(), 2, 2, 1.0, 2)
+    check_strategy(ClientShardedDDP(), 2, 8, 8, 8)  # a count of every client is full participation
 
 
 def test_a_ddp_strategy_built_in_python_is_refused_before_training(tmp_path) -> None:
