@@ -27,16 +27,18 @@ class FederatedAggregation(RoundCallback):
     def on_round_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, round: RoundState) -> None:
         strategy = pl_module.strategy
         per_network = strategy.round_weights(round)
-        sharded = world_size() > 1  # this rank holds a shard of the clients; the weights are over all of them
+        # a sharded run: this rank holds a share of the round's clients (`columns` of the weights, which are over
+        # all of them); its store learns every client's model
+        columns = pl_module.local_positions if world_size() > 1 else None
         for name, net in (("G", pl_module.G), ("D", pl_module.D)):
             weights = per_network.get(name)
             if weights is None:
                 if not net.all_resident:
-                    net.park(None, None, every_client=sharded)
+                    net.park(None, None, round.clients)
                 continue
-            group_averages = aggregate_network(net, weights, net.resident if sharded else None)
+            group_averages = aggregate_network(net, weights, columns)
             if not net.all_resident:
-                net.park(weights.client_groups, group_averages, every_client=sharded)
+                net.park(weights.client_groups, group_averages, round.clients)
             for client, nbytes in zip(net.resident, net.client_state_bytes()):
                 if nbytes:
                     pl_module.wire.account(client, f"{name}.weights", UP, nbytes, "weights")

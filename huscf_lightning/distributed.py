@@ -59,16 +59,12 @@ def check_strategy(strategy: Strategy, world_size: int, num_clients: int, partic
             "FSDP, DeepSpeed, model parallelism and the like shard or replicate parameters, not clients. Use one "
             "device, or --trainer.strategy=ddp with --trainer.devices=N (and --trainer.num_nodes for several nodes)."
         )
-    if world_size > num_clients:
+    if world_size > per_round:
+        some = f"federation.participation={participation} lets {per_round} of them take part in a round" if per_round < num_clients else ""
         raise ConfigError(
-            f"The run has {world_size} processes but only {num_clients} clients: every process needs at least one "
-            f"client. Use at most {num_clients} devices (--trainer.devices x --trainer.num_nodes), or more clients."
-        )
-    if world_size > 1 and per_round < num_clients:
-        raise ConfigError(
-            f"federation.participation={participation} ({per_round} of {num_clients} clients a round) with "
-            f"{world_size} processes is not supported: partial participation runs in one process. Use "
-            "participation 1.0, or one device."
+            f"The run has {world_size} processes for {num_clients} clients{'; ' + some if some else ''}: every process "
+            f"needs at least one client in every round. Use at most {per_round} devices (--trainer.devices x "
+            "--trainer.num_nodes), or more clients" + (" or a higher participation." if some else ".")
         )
 
 
@@ -94,10 +90,16 @@ def sum_(tensors: Sequence[Tensor]) -> None:
 
 
 def sum_gradients(parameters: Iterable[nn.Parameter]) -> None:
-    """Sum the parameters' gradients over ranks (a rank that did not use one contributes zeros)."""
+    """Sum the parameters' gradients over ranks. A rank that did not use a parameter contributes zeros; a parameter
+    no rank used keeps no gradient, so the optimiser skips it as it does in one process (with partial
+    participation a server block can go unused for a round)."""
     if world_size() == 1:
         return
     params = [p for p in parameters if p.requires_grad]
+    if not params:
+        return
+    used = max_(torch.tensor([p.grad is not None for p in params], dtype=torch.uint8))
+    params = [p for p, anywhere in zip(params, used.tolist()) if anywhere]
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)

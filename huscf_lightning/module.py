@@ -113,6 +113,7 @@ class HuSCFGAN(pl.LightningModule):
         self.G: SplitNetwork | None = None
         self.D: SplitNetwork | None = None
         self._noise = torch.Generator()
+        self._round_members: tuple[int, ...] = ()
         self._feature_block: int | None = None
         self._round_activation: ServerActivation | None = None
         self._loss_weights: dict[tuple, Tensor] = {}
@@ -201,6 +202,7 @@ class HuSCFGAN(pl.LightningModule):
         self.client_domains = list(client_domains)
         self.client_sizes = [int(n) for n in client_sizes]
         self.plan, self.G, self.D, self._feature_block = plan, G, D, feature_block
+        self._round_members = tuple(first)
         self._noise.manual_seed(self.seed)
         log.info("built %d clients; plan %s", self.num_clients, [c.as_tuple() for c in plan])
 
@@ -217,18 +219,17 @@ class HuSCFGAN(pl.LightningModule):
             )
 
     def _shard_clients(self) -> None:
-        """In a run sharded over processes: hold this rank's contiguous share of the clients (rebuilt from their
-        initial state: nothing has trained yet) and make the server blocks a replica of a sharded server."""
-        world, rank = self._world()
-        shard = client_shard(self.num_clients, world, rank)
-        if world == 1 or self.G.resident == shard:
-            return
+        """In a run sharded over processes: hold this rank's contiguous share of the round's clients (rebuilt from
+        their initial state: nothing has trained yet) and make the server blocks a replica of a sharded server."""
+        world, _ = self._world()
+        if world == 1 or self.G.resident != self.participants:
+            return  # one process, or sharded already
         shapes = self._block_input_shapes()
         for net in (self.G, self.D):
-            net.set_resident(shard)
+            net.set_resident(self._my_share(self.participants))
             net.shard_server(shapes[net.name])
         self._g_params = None
-        log.info("clients sharded over %d processes: %s", world, [list(client_shard(self.num_clients, world, r)) for r in range(world)])
+        log.info("clients sharded over %d processes, %d each at most", world, -(-len(self.participants) // world))
 
     def _world(self) -> tuple[int, int]:
         """(processes, this one's rank) of the Trainer's strategy; (1, 0) without a Trainer."""
@@ -344,8 +345,22 @@ class HuSCFGAN(pl.LightningModule):
 
     @property
     def participants(self) -> tuple[int, ...]:
-        """The clients training in the current round (global indices): the networks' resident clients."""
-        return self.G.resident
+        """The clients training in the current round (global indices), over all processes: in one process the
+        networks' resident clients, in a sharded run the union of every rank's."""
+        return self._round_members
+
+    @property
+    def local_positions(self) -> list[int]:
+        """Where this process's resident clients sit among the round's `participants`."""
+        if len(self.participants) == len(self.G.resident):
+            return list(range(len(self.participants)))
+        where = {client: p for p, client in enumerate(self.participants)}
+        return [where[client] for client in self.G.resident]
+
+    def _my_share(self, clients: Sequence[int]) -> tuple[int, ...]:
+        """This process's contiguous share of ``clients`` (all of them in one process)."""
+        world, rank = self._world()
+        return tuple(clients[i] for i in client_shard(len(clients), world, rank)) if world > 1 else tuple(clients)
 
     def on_train_epoch_start(self) -> None:
         """At a round's first epoch with partial participation: make the round's participants resident (the
@@ -355,8 +370,9 @@ class HuSCFGAN(pl.LightningModule):
         if not self.partial_participation or epoch % self.local_epochs:
             return
         drawn = draw_participants(self.num_clients, self.federation.participation, self.seed, self.current_round)
-        self.G.set_resident(drawn)
-        self.D.set_resident(drawn)
+        self._round_members = drawn
+        self.G.set_resident(self._my_share(drawn))  # a sharded run: each rank holds its share of them
+        self.D.set_resident(self._my_share(drawn))
         self._rebuild_optimizers()
         log.info("round %d: clients %s take part", self.current_round, list(drawn))
 
@@ -403,7 +419,7 @@ class HuSCFGAN(pl.LightningModule):
             features = means.flatten(2) if means.dim() > 2 else means.unsqueeze(1)
             self._round_activation = None
         last = self.current_round == self.trainer.max_epochs // self.local_epochs
-        clients = list(self._round_clients())
+        clients = list(self.participants)
         state = RoundState(
             self.current_round,
             [self.client_domains[i] for i in clients],
@@ -425,9 +441,9 @@ class HuSCFGAN(pl.LightningModule):
         opt_g, opt_d = self.optimizers()
         # The loader yields every client's batch. The round's clients (all, or the participants) draw their noise
         # from one stream, whatever the number of processes; each process trains its resident share of them.
-        round_clients = self._round_clients()
+        round_clients = self.participants
         round_sizes = [batch[i][0].shape[0] for i in round_clients]
-        local = self._local_positions(round_clients)
+        local = self.local_positions
         batch = [batch[round_clients[p]] for p in local]
         reals = [x for x, _ in batch]
         labels = [y for _, y in batch]
@@ -474,17 +490,6 @@ class HuSCFGAN(pl.LightningModule):
             {"train/loss_d": loss_d.detach() / k, "train/loss_g": loss_g.detach() / k},
             prog_bar=True, sync_dist=self.sharded, reduce_fx="sum",
         )
-
-    def _round_clients(self) -> tuple[int, ...]:
-        """The clients that train this round, over all processes: every client, or the round's participants."""
-        return self.participants if self.partial_participation else tuple(range(self.num_clients))
-
-    def _local_positions(self, round_clients: tuple[int, ...]) -> list[int]:
-        """Where this process's resident clients sit among ``round_clients``."""
-        if len(round_clients) == len(self.G.resident):
-            return list(range(len(round_clients)))
-        where = {client: p for p, client in enumerate(round_clients)}
-        return [where[client] for client in self.G.resident]
 
     def _server_drawn_labels(self, sizes: list[int]) -> list[Tensor]:
         """MD-GAN: the labels the server conditions each client's generated batch on (uniform over classes)."""
@@ -550,11 +555,11 @@ class HuSCFGAN(pl.LightningModule):
         would (`sharded_checkpoint.gather`, a collective: Lightning calls this on every rank, rank 0 writes)."""
         wire = self.wire.state_dict()
         if self.sharded:
-            sharded_checkpoint.gather(checkpoint, {"G.": self.G, "D.": self.D})
+            sharded_checkpoint.gather(checkpoint, {"G.": self.G, "D.": self.D}, self.participants)
             wire = Wire.summed_state(gather_objects(wire))
         checkpoint["huscf"] = {
             "layout": STATE_LAYOUT,
-            "resident": list(range(self.num_clients)) if self.sharded else list(self.participants),
+            "resident": list(self.participants),  # the round's clients, whatever the number of processes
             # with every client resident the stacks are the whole state; else the waiting clients' models too
             "stores": {"G": self.G.store.state_dict(), "D": self.D.store.state_dict()} if self.partial_participation else None,
             "plan": self.plan.to_dict(),
@@ -594,13 +599,15 @@ class HuSCFGAN(pl.LightningModule):
                 "The checkpoint's split plan differs from this run's plan; resume with the same plan section "
                 "(the plan is logged as plan.json with every run)."
             )
+        self._round_members = tuple(state["resident"])  # the round's clients, as one process holds them
+        mine = self._my_share(self._round_members)
         for net in (self.G, self.D):
             if state["stores"] is not None:
                 net.store.load_state_dict(state["stores"][net.name])
-            if not self.sharded and list(net.resident) != list(state["resident"]):
-                net.set_resident(state["resident"])  # before Lightning loads the stacks' saved rows
-        if self.sharded:  # an every-client checkpoint: keep this rank's clients' rows, whatever wrote it
-            sharded_checkpoint.shard(checkpoint, {"G.": self.G, "D.": self.D})
+            if net.resident != mine:
+                net.set_resident(mine)  # before Lightning loads the stacks' saved rows
+        if self.sharded:  # keep this rank's clients' rows, whatever number of processes wrote the checkpoint
+            sharded_checkpoint.shard(checkpoint, {"G.": self.G, "D.": self.D}, self._round_members)
         saved = next((t.dtype for t in held.values() if torch.is_tensor(t) and t.is_floating_point()), None)
         if saved is not None:
             # Lightning loads the weights before the precision plugin converts the module: networks built in

@@ -70,12 +70,14 @@ def test_strategies_that_do_not_shard_clients_and_too_many_ranks_are_clear_error
     with pytest.raises(ConfigError, match="wraps the model in DistributedDataParallel") as caught:
         check_strategy(DDPStrategy(), 2, 8, 1.0, 8)
     assert "ClientShardedDDP" in str(caught.value)
-    with pytest.raises(ConfigError, match="3 processes but only 2 clients"):
+    with pytest.raises(ConfigError, match="3 processes for 2 clients: every process needs at least one client") as caught:
         check_strategy(ClientShardedDDP(), 3, 2, 1.0, 2)
-    with pytest.raises(ConfigError, match=r"participation=0.5 \(4 of 8 clients a round\) with 2 processes"):
-        check_strategy(ClientShardedDDP(), 2, 8, 0.5, 4)
+    assert "Use at most 2 devices" in str(caught.value)
+    with pytest.raises(ConfigError, match="participation=0.25 lets 2 of them take part in a round") as caught:
+        check_strategy(ClientShardedDDP(), 3, 8, 0.25, 2)
+    assert "or a higher participation" in str(caught.value)
     check_strategy(ClientShardedDDP(), 2, 2, 1.0, 2)
-    check_strategy(ClientShardedDDP(), 2, 8, 8, 8)  # a count of every client is full participation
+    check_strategy(ClientShardedDDP(), 2, 8, 0.25, 2)  # partial participation shards each round's clients
 
 
 def test_a_ddp_strategy_built_in_python_is_refused_before_training(tmp_path) -> None:
@@ -124,6 +126,15 @@ def _assert_same_training_state(a: dict, b: dict) -> None:
         for index, per_param in opt_a["state"].items():
             for name, value in per_param.items():
                 torch.testing.assert_close(opt_b["state"][index][name], value, rtol=0, atol=1e-9)
+    assert a["huscf"]["resident"] == b["huscf"]["resident"]  # the round's clients
+    stores_a, stores_b = a["huscf"]["stores"], b["huscf"]["stores"]  # the waiting clients' models (participation < 1)
+    assert (stores_a is None) == (stores_b is None)
+    for name in stores_a or {}:
+        assert torch.equal(stores_a[name]["slot_of"], stores_b[name]["slot_of"])
+        assert stores_a[name]["slots"].keys() == stores_b[name]["slots"].keys()
+        for slot, tensors in stores_a[name]["slots"].items():
+            for t_a, t_b in zip(tensors, stores_b[name]["slots"][slot]):
+                torch.testing.assert_close(t_b, t_a, rtol=0, atol=1e-9)
     for name in ("ClusteringRound", "FederatedAggregation"):
         history_a, history_b = a["callbacks"][name]["history"], b["callbacks"][name]["history"]
         assert len(history_a) == len(history_b)
@@ -207,8 +218,20 @@ def test_a_checkpoint_resumes_exactly_on_another_number_of_processes(one_and_two
 
 
 @pytest.mark.slow
+def test_partial_participation_on_two_processes_trains_what_one_process_trains(tmp_path) -> None:
+    """Each rank holds its share of every round's participants; the stores of the waiting clients agree too."""
+    args = ("--model.rounds=3", "--model.federation.participation=0.5", *QUIET)
+    for devices in (1, 2):
+        done = _fit(tmp_path / str(devices), devices, *args)
+        assert done.returncode == 0, done.stderr[-3000:]
+    one, two = _checkpoint(tmp_path / "1"), _checkpoint(tmp_path / "2")
+    assert one["huscf"]["stores"] is not None and len(one["huscf"]["resident"]) == 2
+    _assert_same_training_state(one, two)
+
+
+@pytest.mark.slow
 def test_more_processes_than_clients_is_a_clear_error_on_the_command_line(tmp_path) -> None:
     done = _fit(tmp_path, 3, "--data.domains=[{name: glyphs, clients: 2}]", *QUIET)
     assert done.returncode == 2
-    assert "3 processes but only 2 clients" in done.stderr
+    assert "3 processes for 2 clients: every process needs at least one client" in done.stderr
     assert "Traceback" not in done.stderr

@@ -144,7 +144,7 @@ class SplitNetwork(nn.Module):
         resident = tuple(sorted(int(c) for c in clients))
         if not resident or len(set(resident)) != len(resident) or not 0 <= resident[0] <= resident[-1] < self.num_clients:
             raise NetworkError(f"Resident clients must be distinct indices in 0..{self.num_clients - 1}; got {list(clients)}.")
-        device = self._device()
+        device, dtype = self._placement()
         self.resident = resident
         self.local_members: list[tuple[int, ...]] = [
             tuple(p for p, i in enumerate(resident) if self.is_local(i, j)) for j in range(self.num_blocks)
@@ -159,7 +159,8 @@ class SplitNetwork(nn.Module):
                 continue
             plain = self._plain.blocks[j]
             states = [self._client_block_state(resident[p], j, plain) for p in members]
-            stacks[str(j)] = stack_block(plain, states).to(device).train(self.training)
+            # on the networks' device and floating dtype (a float64 run's stacks are rebuilt from float32 templates)
+            stacks[str(j)] = stack_block(plain, states).to(device=device, dtype=dtype).train(self.training)
         self.client_stacks = nn.ModuleDict(stacks)
 
     def _client_block_state(self, client: int, block: int, plain: nn.Module) -> dict[str, Tensor]:
@@ -181,21 +182,30 @@ class SplitNetwork(nn.Module):
         sync_batch_norms(self.server_blocks)
         self._empty_inputs = {j: tuple(input_shapes[j]) for j in range(self.num_blocks)}
 
-    def holders(self, block: int) -> list[int]:
-        """Every client (global index) that holds ``block`` itself, in order: the rows of its stack in one process."""
-        return [i for i in range(self.num_clients) if self.is_local(i, block)]
+    def holders(self, block: int, clients: Sequence[int]) -> list[int]:
+        """Those of ``clients`` (global indices) that hold ``block`` themselves, in order: the rows of its stack when
+        ``clients`` are resident in one process."""
+        return [i for i in clients if self.is_local(i, block)]
 
-    def parameter_names(self, every_client: bool = False) -> list[str]:
+    def parameter_names(self, clients: Sequence[int] | None = None) -> list[str]:
         """The names of the parameters in `parameters()` order (the optimiser's), for the resident clients, or as
-        one process holding every client would have them (``every_client``)."""
+        one process holding ``clients`` would have them."""
         names = [f"server_blocks.{j}.{n}" for j, block in self.server_blocks.items() for n, _ in block.named_parameters()]
-        blocks = [j for j in range(self.num_blocks) if self.holders(j)] if every_client else [int(j) for j in self.client_stacks]
+        if clients is None:
+            blocks = [int(j) for j in self.client_stacks]
+        else:
+            blocks = [j for j in range(self.num_blocks) if self.holders(j, clients)]
         return names + [f"client_stacks.{j}.{n}" for j in blocks for n, _ in self._plain.blocks[j].named_parameters()]
 
     def _device(self) -> torch.device:
+        return self._placement()[0]
+
+    def _placement(self) -> tuple[torch.device, torch.dtype]:
+        """The device and floating dtype the networks' parameters are on (the CPU and the default dtype before any)."""
         for tensor in list(self.server_blocks.parameters()) + list(self.client_stacks.parameters()):
-            return tensor.device
-        return torch.device("cpu")
+            if tensor.is_floating_point():
+                return tensor.device, tensor.dtype
+        return torch.device("cpu"), torch.get_default_dtype()
 
     # ----------------------------------------------------------------- per-client state
     def _copy_used(self, client: int, block: int) -> tuple[nn.Module, int | None]:
@@ -322,20 +332,22 @@ class SplitNetwork(nn.Module):
         return per_client
 
     @torch.no_grad()
-    def park(self, groups: Tensor | None, group_averages: dict[StateKey, Tensor] | None, every_client: bool = False) -> None:
-        """Write the clients' state into the store at a round end: one model per group (``groups``, the group of
-        every resident client, or of every client with ``every_client``; ``group_averages`` (block, name) ->
-        (G, ...)), or each client its own when the round aggregated nothing. ``every_client``: the network holds
-        a shard of the clients (one rank of several), and the store learns every client's model, so any rank
-        can rebuild any client's path (evaluation)."""
+    def park(
+        self, groups: Tensor | None, group_averages: dict[StateKey, Tensor] | None, clients: Sequence[int] | None = None
+    ) -> None:
+        """Write the round's clients' state into the store at a round end: one model per group (``groups``, the
+        group of each of ``clients``; ``group_averages`` (block, name) -> (G, ...)), or each client its own when
+        the round aggregated nothing. ``clients``: the round's clients, by default the resident ones; in a run
+        sharded over processes every rank's (each rank holds a share of them), so that every rank's store learns
+        every client's model and any rank can rebuild any client's path (evaluation)."""
         from huscf_lightning.distributed import gather_objects
 
         keys = self.store.keys
-        clients = list(range(self.num_clients)) if every_client else list(self.resident)
+        clients = list(self.resident) if clients is None else list(clients)
         if groups is None:
             states = self.stacked_states()
             own = {c: {key: states[key][p].cpu().clone() for key in keys} for p, c in enumerate(self.resident)}
-            if every_client:
+            if clients != list(self.resident):
                 own = {c: model for shard in gather_objects(own) for c, model in shard.items()}
             self.store.update(clients, torch.arange(len(clients)), [own[c] for c in clients], follow=False)
             return
@@ -418,13 +430,16 @@ class SplitNetwork(nn.Module):
     def _run_empty(self, j: int) -> None:
         """Server block ``j`` on an empty batch: this rank's share of a block no resident client uses."""
         block = self.server_blocks[str(j)]
-        like = next(iter(block.parameters()), None)
-        dtype, device = (like.dtype, like.device) if like is not None else (torch.get_default_dtype(), self._device())
+        dtype, device = self._placement()[1], self._device()
         # a leaf that needs a gradient: the block's backward (its batch norms' sums) then runs on this rank whatever
         # a backward restricts itself to (`inputs=`), as it does on a rank whose clients use the block
         empty = torch.zeros(0, *self._empty_inputs[j], dtype=dtype, device=device, requires_grad=True)
+        inputs = (empty, torch.zeros(0, dtype=torch.long, device=device)) if j == 0 else (empty,)
+        # with its parameters detached: an unused block gets no gradient here, as in one process, so the optimiser
+        # skips it when no rank used it (`distributed.sum_gradients`); its buffers update in place
+        detached = {name: p.detach() for name, p in block.named_parameters()}
         self.dangling_inputs.append(empty)
-        self.dangling.append(block(empty, torch.zeros(0, dtype=torch.long, device=device)) if j == 0 else block(empty))
+        self.dangling.append(torch.func.functional_call(block, detached, inputs))
 
     def _cross(self, parts: list[Tensor], positions: list[int], end: str, direction: str) -> list[Tensor]:
         """Carry the clients' ``parts`` across this network's ``end`` cut in one wire call; returns them split."""
