@@ -2,11 +2,11 @@
 
 With ``--trainer.strategy=ddp --trainer.devices=N`` (CPU with gloo, GPUs with NCCL, several nodes through
 Lightning's cluster environments: torchrun, SLURM, ...) each process (rank) holds a contiguous share of
-the clients (their stacked head and tail copies and their Adam state) and a replica of the server
+the round's clients (their stacked head and tail copies and their Adam state) and a replica of the server
 blocks, which it runs over its own clients' activations. Whatever couples clients goes through
 torch.distributed, so that N processes compute what one does:
 
-- the server blocks' gradients are summed over ranks after each backward (`sum_`): the one-process
+- the server blocks' gradients are summed over ranks after each backward (`sum_gradients`): the one-process
   loss is a sum over clients, while DDP's reducer would average, and it fires per backward while a GAN
   step runs two, each with its own optimiser;
 - the server's batch norm normalises with the moments of the whole server batch (`SyncedBatchNorm`);
