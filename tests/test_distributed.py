@@ -98,10 +98,12 @@ def test_a_ddp_strategy_built_in_python_is_refused_before_training(tmp_path) -> 
 QUIET = ["--model.evaluation.metrics=[]", "--model.evaluation.utility_samples=0", "--model.evaluation.sample_grids=false"]
 
 
-def _fit(root: Path, devices: int, *extra: str) -> subprocess.CompletedProcess:
-    """A tiny float64 fit from the command line in ``root`` (its own MLflow store), on ``devices`` processes."""
+def _fit(root: Path, devices: int, *extra: str, torchrun: bool = False) -> subprocess.CompletedProcess:
+    """A tiny float64 fit from the command line in ``root`` (its own MLflow store), on ``devices`` processes
+    started by Lightning's launcher, or by torchrun (``torch.distributed.run``)."""
     root.mkdir(parents=True, exist_ok=True)
-    args = [sys.executable, "-m", "huscf_lightning", "fit", "--config", TINY,
+    launcher = ["-m", "torch.distributed.run", f"--nproc-per-node={devices}"] if torchrun else []
+    args = [sys.executable, *launcher, "-m", "huscf_lightning", "fit", "--config", TINY,
             f"--trainer.logger.init_args.tracking_uri=sqlite:///{root}/mlflow.db", f"--trainer.default_root_dir={root}",
             "--trainer.accelerator=cpu", f"--trainer.devices={devices}", "--trainer.precision=64-true", *extra]
     if devices > 1:
@@ -227,6 +229,16 @@ def test_partial_participation_on_two_processes_trains_what_one_process_trains(t
     one, two = _checkpoint(tmp_path / "1"), _checkpoint(tmp_path / "2")
     assert one["huscf"]["stores"] is not None and len(one["huscf"]["resident"]) == 2
     _assert_same_training_state(one, two)
+
+
+@pytest.mark.slow
+def test_torchrun_starts_the_same_fit(one_and_two, tmp_path) -> None:
+    """The ranks come from torchrun's environment (Lightning's TorchElasticEnvironment), not Lightning's launcher."""
+    one, _ = one_and_two
+    done = _fit(tmp_path, 2, "--model.rounds=2", *QUIET[:2], torchrun=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("Trained 2 rounds") == 1
+    _assert_same_training_state(_checkpoint(one), _checkpoint(tmp_path))
 
 
 @pytest.mark.slow
