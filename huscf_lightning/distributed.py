@@ -211,14 +211,25 @@ def sync_batch_norms(module: nn.Module) -> nn.Module:
 def shard_clients_over_processes(trainer_config: Any) -> None:
     """In a parsed CLI config: turn Lightning's DDP strategies (``ddp``, ``ddp_spawn``, ...) into
     `ClientShardedDDP` with the same start method, and keep Lightning from splitting the batches (every rank
-    reads every client's stream). Other strategies are left for `check_strategy` to judge once built."""
+    reads every client's stream). Any other strategy that is not one device is refused here, before Lightning
+    builds it (FSDP, DeepSpeed, model parallelism: they shard or replicate parameters, not clients)."""
     strategy = trainer_config.strategy
+    if strategy is None or strategy in ("auto", "single_device"):
+        return
     name = strategy if isinstance(strategy, str) else None
+    class_path = "" if name is not None else str(getattr(strategy, "class_path", strategy))
     if name in DDP_NAMES:
         trainer_config.strategy = {
             "class_path": f"{ClientShardedDDP.__module__}.{ClientShardedDDP.__qualname__}",
             "init_args": {"start_method": DDP_NAMES[name]},
         }
         trainer_config.use_distributed_sampler = False
-    elif name is None and "ClientShardedDDP" in str(getattr(strategy, "class_path", "")):
+    elif class_path.endswith(ClientShardedDDP.__name__):
         trainer_config.use_distributed_sampler = False
+    elif not class_path.endswith("SingleDeviceStrategy"):
+        raise ConfigError(
+            f"--trainer.strategy={name or class_path} cannot run HuSCFGAN: its clients are the data-parallel axis, "
+            "and FSDP, DeepSpeed, model parallelism and the like shard or replicate parameters, not clients. Use "
+            "one device (leave --trainer.strategy out), or --trainer.strategy=ddp with --trainer.devices=N (and "
+            "--trainer.num_nodes for several nodes), which shards the clients over the processes."
+        )

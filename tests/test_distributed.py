@@ -94,6 +94,21 @@ def test_a_ddp_strategy_built_in_python_is_refused_before_training(tmp_path) -> 
         trainer.fit(model, data)
 
 
+@pytest.mark.parametrize("strategy", ["fsdp", "deepspeed", "ddp_find_unused_parameters_true",
+                                      "lightning.pytorch.strategies.ModelParallelStrategy"])
+def test_the_command_line_refuses_a_strategy_that_does_not_shard_clients_and_writes_nothing(
+    tmp_path, capsys, strategy
+) -> None:
+    from huscf_lightning.__main__ import main
+
+    code = main(["fit", "--config", TINY, f"--trainer.logger.init_args.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+                 f"--trainer.default_root_dir={tmp_path}", f"--trainer.strategy={strategy}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot run HuSCFGAN: its clients are the data-parallel axis" in err
+    assert "--trainer.strategy=ddp with --trainer.devices=N" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # no store, no run folder
+
+
 # ------------------------------------------------------------------------------------------ real processes
 QUIET = ["--model.evaluation.metrics=[]", "--model.evaluation.utility_samples=0", "--model.evaluation.sample_grids=false"]
 
