@@ -247,6 +247,20 @@ def test_partial_participation_on_two_processes_trains_what_one_process_trains(t
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", ["md_gan", "centralized"])
+def test_the_baselines_on_two_processes_train_what_one_process_trains(tmp_path, mode) -> None:
+    """MD-GAN (labels drawn by the server for every client, generated batches sent down) and the centralized
+    baseline (all data on the server, one mean over the whole batch) shard like HuSCF-GAN."""
+    for devices in (1, 2):
+        done = _fit(tmp_path / str(devices), devices, "--model.rounds=2", f"--model.federation.mode={mode}", *QUIET)
+        assert done.returncode == 0, done.stderr[-3000:]
+    one, two = _checkpoint(tmp_path / "1"), _checkpoint(tmp_path / "2")
+    assert one["state_dict"].keys() == two["state_dict"].keys()
+    for key, value in one["state_dict"].items():
+        torch.testing.assert_close(two["state_dict"][key], value, rtol=0, atol=1e-9, msg=key)
+
+
+@pytest.mark.slow
 def test_torchrun_starts_the_same_fit(one_and_two, tmp_path) -> None:
     """The ranks come from torchrun's environment (Lightning's TorchElasticEnvironment), not Lightning's launcher."""
     one, _ = one_and_two
