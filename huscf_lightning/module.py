@@ -30,6 +30,7 @@ from huscf_lightning.federation.participation import clients_per_round, draw_par
 from huscf_lightning.federation.strategy import FederationStrategy, build_strategy
 from huscf_lightning.nets import BlockNetwork, ReferenceDiscriminator, ReferenceGenerator
 from huscf_lightning.rounds import RoundState
+from huscf_lightning.split.chunked_adam import ChunkedAdam
 from huscf_lightning.split.network import ServerActivation, SplitNetwork
 from huscf_lightning.split.plan import SplitPlan
 from huscf_lightning.split.source import build_plan
@@ -263,6 +264,10 @@ class HuSCFGAN(pl.LightningModule):
         """One Adam over all G copies and one over all D copies (Adam is elementwise: one step over a stacked
         tensor is one step of every client's copy in it)."""
         betas = tuple(self.hparams.betas)
+        if self.device.type == "cpu":  # PyTorch's CPU step, in chunks: no fresh stack-sized temporaries each step
+            opt_g = ChunkedAdam(self.G.parameters(), lr=self.hparams.lr_g, betas=betas)
+            opt_d = ChunkedAdam(self.D.parameters(), lr=self.hparams.lr_d, betas=betas)
+            return opt_g, opt_d
         fused = self.device.type == "cuda" or None  # one fused kernel per step on a GPU; PyTorch's default elsewhere
         opt_g = torch.optim.Adam(self.G.parameters(), lr=self.hparams.lr_g, betas=betas, fused=fused)
         opt_d = torch.optim.Adam(self.D.parameters(), lr=self.hparams.lr_d, betas=betas, fused=fused)
