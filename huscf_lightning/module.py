@@ -379,11 +379,12 @@ class HuSCFGAN(pl.LightningModule):
         # No toggle_optimizer (a Python loop over every client's parameters, twice per step): the D loss
         # reaches no G parameter (the fakes are detached), and the G backward is restricted to G's
         # parameters with `inputs`, so autograd skips D's weight gradients as a toggle would.
-        d_fake = self.D([f.detach() for f in fakes], fake_labels)
-        if keep:  # the last step's activation is the round's clustering feature (METHOD.md), whenever the epoch ends
-            d_real, self._round_activation = self.D.forward_keeping(reals, labels, self._feature_block)
-        else:
-            d_real = self.D(reals, labels)
+        with self.D.shared_views():  # one backward through both passes: each D tensor's client gradients stacked once
+            d_fake = self.D([f.detach() for f in fakes], fake_labels)
+            if keep:  # the round's clustering feature (METHOD.md): the last step's activation, whenever the epoch ends
+                d_real, self._round_activation = self.D.forward_keeping(reals, labels, self._feature_block)
+            else:
+                d_real = self.D(reals, labels)
         weights = self._sample_weights(sizes)
         loss_d = _client_bce(d_real, 1.0, weights) + _client_bce(d_fake, 0.0, weights)
         opt_d.zero_grad(set_to_none=True)

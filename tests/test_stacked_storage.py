@@ -95,6 +95,28 @@ def test_stacked_storage_equals_the_per_module_reference_over_several_adam_steps
     assert dict(stacked.wire.bytes) == dict(reference.wire.bytes)  # per client, cut, direction and kind
 
 
+@pytest.mark.parametrize("name", ["G", "D"])
+def test_shared_views_over_two_passes_give_the_per_module_gradients_and_statistics(name: str) -> None:
+    """Two passes in `shared_views` and one backward (the D step's fakes and reals): every client's gradient is
+    the sum over both passes and both passes' batch-norm statistics land in the stacks, as with a module per client."""
+    stacked, reference = _pair(name, batch_clients=False)
+    passes = [_inputs(name, step) for step in range(2)]
+    upstream = [[torch.randn(1) for _ in SIZES] for _ in passes]
+    with stacked.shared_views():
+        stacked_outs = [stacked(xs, ys) for xs, ys in passes]
+        assert len(stacked._shared_views) == len(stacked.client_stacks)  # one set of views per stack, both passes
+    assert stacked._shared_views is None
+    reference_outs = [reference(xs, ys) for xs, ys in passes]
+    for outs in (stacked_outs, reference_outs):
+        sum((o * u).sum() for out, ups in zip(outs, upstream) for o, u in zip(out, ups)).backward()
+    for client in range(len(CUTS)):
+        expected = _reference_grads(reference, client)
+        for key, grad in stacked.used_gradients(client).items():
+            torch.testing.assert_close(grad, expected[key], rtol=1e-10, atol=1e-12)
+        for (j, key), value in stacked.used_tensors(client).items():
+            torch.testing.assert_close(value, reference.block_used_by(client, j).state_dict()[key], rtol=1e-10, atol=1e-12)
+
+
 def test_one_optimiser_tensor_per_block_parameter_whatever_the_number_of_clients() -> None:
     few = SplitNetwork(ReferenceGenerator(width=0.25), CUTS, "G", Wire())
     many = SplitNetwork(ReferenceGenerator(width=0.25), CUTS * 10, "G", Wire())

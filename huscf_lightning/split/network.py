@@ -25,7 +25,8 @@ stacked tensors: nothing is restacked on the step path. Every crossing of a cut 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -113,6 +114,7 @@ class SplitNetwork(nn.Module):
         self.store = ClientStore(initial, self.num_clients)
         self.resident: tuple[int, ...] = ()
         self.set_resident(range(self.num_clients) if resident is None else resident)
+        self._shared_views: dict[int, list[dict[str, Tensor]]] | None = None
 
     # ----------------------------------------------------------------- who holds what
     @property
@@ -312,6 +314,17 @@ class SplitNetwork(nn.Module):
         self.store.update(self.resident, groups.cpu(), models)
 
     # ----------------------------------------------------------------- forward
+    @contextmanager
+    def shared_views(self) -> Iterator[None]:
+        """Forwards inside share one set of row views per stack (made at first use), so one backward through
+        several passes (D on fakes and on reals) stacks each tensor's client gradients once instead of once a pass
+        and summing the stacks. Leave it before the stacks change (an optimiser step, `set_resident`)."""
+        self._shared_views = {}
+        try:
+            yield
+        finally:
+            self._shared_views = None
+
     def forward(self, inputs: Sequence[Tensor | None], labels: Sequence[Tensor | None]) -> list[Tensor | None]:
         """Run every active resident client (input not None) through its path; returns per-client outputs.
 
@@ -340,7 +353,7 @@ class SplitNetwork(nn.Module):
         members: tuple[int, ...] = ()
         sizes: list[int] = []
         kept = None
-        views: dict[int, list[dict[str, Tensor]]] = {}
+        views = self._shared_views if self._shared_views is not None else {}
         for j in range(self.num_blocks):
             now = tuple(p for p in self.server_members[j] if active[p])
             if members and now != members:
