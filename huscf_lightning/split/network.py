@@ -37,11 +37,10 @@ from huscf_lightning.nets import BlockNetwork, NetworkError
 from huscf_lightning.split.client_store import ClientStore, StateKey
 from huscf_lightning.split.plan import check_head_tail, is_whole_network_cut
 from huscf_lightning.split.stacked import (
-    call_row,
+    RowCalls,
     call_stacked,
     named_tensors,
     persistent_names,
-    row_views,
     stack_block,
     unstacked_row,
     with_tensors,
@@ -114,7 +113,7 @@ class SplitNetwork(nn.Module):
         self.store = ClientStore(initial, self.num_clients)
         self.resident: tuple[int, ...] = ()
         self.set_resident(range(self.num_clients) if resident is None else resident)
-        self._shared_views: dict[int, list[dict[str, Tensor]]] | None = None
+        self._shared_views: dict[int, RowCalls] | None = None
 
     # ----------------------------------------------------------------- who holds what
     @property
@@ -413,7 +412,7 @@ class SplitNetwork(nn.Module):
         positions: list[int],
         acts: list[Tensor | None],
         labels: Sequence[Tensor | None],
-        views: dict[int, list[dict[str, Tensor]]],
+        views: dict[int, RowCalls],
     ) -> None:
         """Block ``j`` on the own copies of ``positions``; those with same-shape inputs in one batched call."""
         if not positions:
@@ -426,10 +425,9 @@ class SplitNetwork(nn.Module):
         for group in groups.values():
             if len(group) == 1 or not batched:
                 if j not in views:
-                    views[j] = row_views(stack)
+                    views[j] = RowCalls(stack)
                 for p in group:
-                    inputs = (acts[p], labels[p]) if j == 0 else (acts[p],)
-                    acts[p] = call_row(stack, views[j][self._row[j][p]], inputs)
+                    acts[p] = views[j](self._row[j][p], (acts[p], labels[p]) if j == 0 else (acts[p],))
                 continue
             args = [torch.stack([acts[p] for p in group])]
             if j == 0:
