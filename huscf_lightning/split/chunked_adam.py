@@ -28,7 +28,7 @@ class ChunkedAdam(torch.optim.Adam):
     def __init__(
         self, params: Iterable[Tensor], lr: float, betas: tuple[float, float], eps: float = 1e-8, chunk: int = CHUNK
     ) -> None:
-        super().__init__(params, lr=lr, betas=betas, eps=eps, foreach=False)
+        super().__init__(params, lr=lr, betas=betas, eps=eps)
         self.chunk = chunk
         self._scratch: dict[tuple[torch.dtype, torch.device], Tensor] = {}
 
