@@ -31,6 +31,7 @@ from huscf_lightning.federation.participation import clients_per_round, draw_par
 from huscf_lightning.federation.strategy import FederationStrategy, build_strategy
 from huscf_lightning.nets import BlockNetwork, ReferenceDiscriminator, ReferenceGenerator
 from huscf_lightning.rounds import RoundState
+from huscf_lightning.split.chunked_adam import ChunkedAdam
 from huscf_lightning.split.network import ServerActivation, SplitNetwork
 from huscf_lightning.split.plan import SplitPlan
 from huscf_lightning.split.source import build_plan
@@ -326,6 +327,10 @@ class HuSCFGAN(pl.LightningModule):
         """One Adam over all G copies and one over all D copies (Adam is elementwise: one step over a stacked
         tensor is one step of every client's copy in it)."""
         betas = tuple(self.hparams.betas)
+        if self.device.type == "cpu":  # PyTorch's CPU step, in chunks: no fresh stack-sized temporaries each step
+            opt_g = ChunkedAdam(self.G.parameters(), lr=self.hparams.lr_g, betas=betas)
+            opt_d = ChunkedAdam(self.D.parameters(), lr=self.hparams.lr_d, betas=betas)
+            return opt_g, opt_d
         fused = self.device.type == "cuda" or None  # one fused kernel per step on a GPU; PyTorch's default elsewhere
         opt_g = torch.optim.Adam(self.G.parameters(), lr=self.hparams.lr_g, betas=betas, fused=fused)
         opt_d = torch.optim.Adam(self.D.parameters(), lr=self.hparams.lr_d, betas=betas, fused=fused)
@@ -464,12 +469,13 @@ class HuSCFGAN(pl.LightningModule):
         # No toggle_optimizer (a Python loop over every client's parameters, twice per step): the D loss
         # reaches no G parameter (the fakes are detached), and the G backward is restricted to G's
         # parameters with `inputs`, so autograd skips D's weight gradients as a toggle would.
-        d_fake = self.D([f.detach() for f in fakes], fake_labels)
-        fake_dangling = self.D.dangling
-        if keep:  # the last step's activation is the round's clustering feature (METHOD.md), whenever the epoch ends
-            d_real, self._round_activation = self.D.forward_keeping(reals, labels, self._feature_block)
-        else:
-            d_real = self.D(reals, labels)
+        with self.D.shared_views():  # one backward through both passes: each D tensor's client gradients stacked once
+            d_fake = self.D([f.detach() for f in fakes], fake_labels)
+            fake_dangling = self.D.dangling
+            if keep:  # the round's clustering feature (METHOD.md): the last step's activation, whenever the epoch ends
+                d_real, self._round_activation = self.D.forward_keeping(reals, labels, self._feature_block)
+            else:
+                d_real = self.D(reals, labels)
         weights = self._sample_weights(sizes, sum(round_sizes))
         loss_d = _client_bce(d_real, 1.0, weights) + _client_bce(d_fake, 0.0, weights) + _nothing(fake_dangling + self.D.dangling)
         opt_d.zero_grad(set_to_none=True)

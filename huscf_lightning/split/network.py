@@ -25,7 +25,8 @@ stacked tensors: nothing is restacked on the step path. Every crossing of a cut 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -36,11 +37,10 @@ from huscf_lightning.nets import BlockNetwork, NetworkError
 from huscf_lightning.split.client_store import ClientStore, StateKey
 from huscf_lightning.split.plan import check_head_tail, is_whole_network_cut
 from huscf_lightning.split.stacked import (
-    call_row,
+    RowCalls,
     call_stacked,
     named_tensors,
     persistent_names,
-    row_views,
     stack_block,
     unstacked_row,
     with_tensors,
@@ -116,6 +116,7 @@ class SplitNetwork(nn.Module):
         self.dangling: list[Tensor] = []  # a sharded server's empty-batch outputs of the last forward
         self.dangling_inputs: list[Tensor] = []  # and their inputs: leaves that require a gradient
         self.set_resident(range(self.num_clients) if resident is None else resident)
+        self._shared_views: dict[int, RowCalls] | None = None
 
     # ----------------------------------------------------------------- who holds what
     @property
@@ -357,6 +358,17 @@ class SplitNetwork(nn.Module):
         self.store.update(clients, groups.cpu(), models)
 
     # ----------------------------------------------------------------- forward
+    @contextmanager
+    def shared_views(self) -> Iterator[None]:
+        """Forwards inside share one set of row views per stack (made at first use), so one backward through
+        several passes (D on fakes and on reals) stacks each tensor's client gradients once instead of once a pass
+        and summing the stacks. Leave it before the stacks change (an optimiser step, `set_resident`)."""
+        self._shared_views = {}
+        try:
+            yield
+        finally:
+            self._shared_views = None
+
     def forward(self, inputs: Sequence[Tensor | None], labels: Sequence[Tensor | None]) -> list[Tensor | None]:
         """Run every active resident client (input not None) through its path; returns per-client outputs.
 
@@ -387,7 +399,7 @@ class SplitNetwork(nn.Module):
         members: tuple[int, ...] = ()
         sizes: list[int] = []
         kept = None
-        views: dict[int, list[dict[str, Tensor]]] = {}
+        views = self._shared_views if self._shared_views is not None else {}
         for j in range(self.num_blocks):
             now = tuple(p for p in self.server_members[j] if active[p])
             if members and now != members:
@@ -463,7 +475,7 @@ class SplitNetwork(nn.Module):
         positions: list[int],
         acts: list[Tensor | None],
         labels: Sequence[Tensor | None],
-        views: dict[int, list[dict[str, Tensor]]],
+        views: dict[int, RowCalls],
     ) -> None:
         """Block ``j`` on the own copies of ``positions``; those with same-shape inputs in one batched call."""
         if not positions:
@@ -476,10 +488,9 @@ class SplitNetwork(nn.Module):
         for group in groups.values():
             if len(group) == 1 or not batched:
                 if j not in views:
-                    views[j] = row_views(stack)
+                    views[j] = RowCalls(stack)
                 for p in group:
-                    inputs = (acts[p], labels[p]) if j == 0 else (acts[p],)
-                    acts[p] = call_row(stack, views[j][self._row[j][p]], inputs)
+                    acts[p] = views[j](self._row[j][p], (acts[p], labels[p]) if j == 0 else (acts[p],))
                 continue
             args = [torch.stack([acts[p] for p in group])]
             if j == 0:

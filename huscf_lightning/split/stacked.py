@@ -2,9 +2,9 @@
 
 `stack_block` turns a block into its stacked form: a copy of the block in which every parameter
 and buffer holds the copies of all its clients, row r for the r-th of them. The stacked module is
-never called directly. A client's copy is a row of the storage, not a module: `row_views` gives
-each client's views (for clients run one by one) and `call_stacked` runs the block once over all
-(or some) rows under ``torch.func.vmap``. Both go through ``torch.func.functional_call``, so
+never called directly. A client's copy is a row of the storage, not a module: `RowCalls` runs
+clients one by one on their rows' views, and `call_stacked` runs the block once over all (or some)
+rows under ``torch.func.vmap``. Either way the stack's module computes on the rows' views, so
 gradients land in the stacked ``.grad`` (one tensor per parameter, whatever the number of clients),
 batch-norm running statistics are written in place into the stacked buffers, and one optimiser
 step over the stacked parameters is one step of every client's copy (Adam is elementwise).
@@ -57,17 +57,45 @@ def unstacked_row(stacked: nn.Module, template: nn.Module, row: int) -> nn.Modul
     return with_tensors(template, {name: t[row].detach().clone() for name, t in named_tensors(stacked).items()})
 
 
-def row_views(stacked: nn.Module) -> list[dict[str, Tensor]]:
-    """Per row: name -> that row's view of every tensor. One ``unbind`` per tensor, so the backward of all
-    rows' uses is one stacked gradient (indexing rows one at a time would build one full-size gradient each)."""
-    unbound = {name: t.unbind(0) for name, t in named_tensors(stacked).items()}
-    rows = len(next(iter(unbound.values()))) if unbound else 0
-    return [{name: parts[r] for name, parts in unbound.items()} for r in range(rows)]
+class RowCalls:
+    """A stack's rows, ready to run one client at a time on views of its row.
 
+    One ``unbind`` per tensor gives every row's views, so the backward of all rows' uses is one stacked
+    gradient (indexing rows one at a time would build one full-size gradient each). A call binds a row's
+    views where the stack's module reads its tensors (its submodules' parameter and buffer tables, as
+    ``torch.func.functional_call`` does) and puts the stack's own tensors back after; the tables are
+    found once here, not on every call.
+    """
 
-def call_row(stacked: nn.Module, views: Mapping[str, Tensor], inputs: Sequence[Tensor]) -> Tensor:
-    """The block's forward for one client, on that client's views."""
-    return functional_call(stacked, dict(views), tuple(inputs))
+    def __init__(self, stacked: nn.Module) -> None:
+        self.stacked = stacked
+        tensors = named_tensors(stacked)
+        unbound = {name: t.unbind(0) for name, t in tensors.items()}
+        rows = len(next(iter(unbound.values()))) if unbound else 0
+        self.views = [{name: parts[r] for name, parts in unbound.items()} for r in range(rows)]
+        canonical = {id(t): name for name, t in tensors.items()}
+        self._slots = [  # (table, attribute, name): every place a tensor is read from, tied aliases included
+            (table, attr, canonical[id(t)])
+            for _, owner in stacked.named_modules(remove_duplicate=False)
+            for table in (owner._parameters, owner._buffers)
+            for attr, t in table.items()
+            if t is not None
+        ]
+
+    def __call__(self, row: int, inputs: Sequence[Tensor]) -> Tensor:
+        """The block's forward for the client in ``row``, on that row's views."""
+        return self.call(self.views[row], inputs)
+
+    def call(self, views: Mapping[str, Tensor], inputs: Sequence[Tensor]) -> Tensor:
+        """The block's forward on ``views`` (name -> tensor, every tensor of the block)."""
+        own = [table[attr] for table, attr, _ in self._slots]
+        try:
+            for table, attr, name in self._slots:
+                table[attr] = views[name]
+            return self.stacked(*inputs)
+        finally:
+            for (table, attr, _), tensor in zip(self._slots, own):
+                table[attr] = tensor
 
 
 def call_stacked(stacked: nn.Module, rows: Tensor | None, inputs: Sequence[Tensor], where: str) -> Tensor:
@@ -103,10 +131,10 @@ def call_stacked(stacked: nn.Module, rows: Tensor | None, inputs: Sequence[Tenso
 
 def _runs_unbatched(stacked: nn.Module, inputs: list[Tensor]) -> bool:
     """Whether the block runs on one client's inputs without vmap (on copies of row 0: the storage is untouched)."""
-    views = {name: view.detach().clone() for name, view in row_views(stacked)[0].items()}
+    rows = RowCalls(stacked)
     try:
         with torch.no_grad():
-            call_row(stacked, views, inputs)
+            rows.call({name: view.detach().clone() for name, view in rows.views[0].items()}, inputs)
     except RuntimeError:
         return False
     return True
