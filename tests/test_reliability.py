@@ -138,7 +138,9 @@ def test_a_fit_stopped_after_round_1_resumes_to_the_uninterrupted_weights(
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracked = f"--trainer.logger.init_args.tracking_uri={uri}"
-    process = subprocess.Popen(_fit_command(tracked), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Ctrl-C's default action in the fit, even where this test runs in a shell's background job (SIGINT ignored)
+    process = subprocess.Popen(_fit_command(tracked), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 400
     while not list(tmp_path.glob("runs/*/*/checkpoints/last.ckpt")):
         assert process.poll() is None and time.monotonic() < deadline, "the fit ended before writing a round checkpoint"
