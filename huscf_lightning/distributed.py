@@ -98,7 +98,7 @@ def sum_gradients(parameters: Iterable[nn.Parameter]) -> None:
     params = [p for p in parameters if p.requires_grad]
     if not params:
         return
-    used = max_(torch.tensor([p.grad is not None for p in params], dtype=torch.uint8))
+    used = max_(torch.tensor([p.grad is not None for p in params], dtype=torch.uint8, device=params[0].device))  # NCCL: on the GPU
     params = [p for p, anywhere in zip(params, used.tolist()) if anywhere]
     for p in params:
         if p.grad is None:
