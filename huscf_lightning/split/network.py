@@ -442,7 +442,7 @@ class SplitNetwork(nn.Module):
     def _run_empty(self, j: int) -> None:
         """Server block ``j`` on an empty batch: this rank's share of a block no resident client uses."""
         block = self.server_blocks[str(j)]
-        dtype, device = self._placement()[1], self._device()
+        device, dtype = self._placement()
         # a leaf that needs a gradient: the block's backward (its batch norms' sums) then runs on this rank whatever
         # a backward restricts itself to (`inputs=`), as it does on a rank whose clients use the block
         empty = torch.zeros(0, *self._empty_inputs[j], dtype=dtype, device=device, requires_grad=True)
