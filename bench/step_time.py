@@ -15,6 +15,7 @@ import argparse
 import resource
 import statistics
 import time
+from collections.abc import Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -62,7 +63,9 @@ def huscf_step_times(
     accelerator: str,
     batch_clients: bool | None = None,
     profiler: profile | None = None,
+    callbacks: Sequence[pl.Callback] = (),
 ) -> list[float]:
+    """Step times of one HuSCFGAN fit (the first, with set-up, left out); ``callbacks`` run before the timer's."""
     half = clients // 2
     data = HuSCFDataModule(
         [DomainSpec("mnist5k", half), DomainSpec("glyphs", clients - half)], batch_size=batch, cap=batch * steps
@@ -83,7 +86,7 @@ def huscf_step_times(
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[timer],
+        callbacks=[*callbacks, timer],
     )
     trainer.fit(model, data)
     return timer.times[1:]

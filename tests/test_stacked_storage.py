@@ -16,6 +16,7 @@ from huscf_lightning.exchange import Wire
 from huscf_lightning.nets import ReferenceDiscriminator, ReferenceGenerator
 from huscf_lightning.split import SplitNetwork
 from huscf_lightning.split.chunked_adam import ChunkedAdam
+from huscf_lightning.split.stacked import RowCalls, stack_block
 
 from per_client_reference import PerClientSplitNetwork
 
@@ -150,3 +151,41 @@ def test_chunked_adam_is_torch_adam_bit_for_bit(amsgrad: bool) -> None:
     for key, state in stock[1]["state"].items():
         for name, value in state.items():
             assert torch.equal(chunked[1]["state"][key][name], value), name
+
+
+def test_row_gradients_written_into_a_kept_buffer_equal_autograds_own() -> None:
+    """RowCalls with gradient buffers: the stacked `.grad` equals plain `unbind`'s (an unused row: zeros), it
+    adds to a `.grad` already set as autograd would, and the next step (grads set to None) reuses the buffer
+    instead of a fresh tensor; a dtype change gets a new one."""
+    torch.manual_seed(0)
+    stacked = stack_block(torch.nn.Linear(4, 3), [dict(torch.nn.Linear(4, 3).named_parameters()) for _ in range(3)])
+    inputs = [torch.randn(5, 4) for _ in range(3)]
+
+    def backward(rows: RowCalls, used: list[int]) -> None:
+        sum((rows(r, (inputs[r],)) ** 2).sum() for r in used).backward()
+
+    backward(RowCalls(stacked), [0, 2])
+    expected = {name: p.grad.clone() for name, p in stacked.named_parameters()}
+    assert expected["weight"][1].abs().sum() == 0  # the unused row
+    for p in stacked.parameters():
+        p.grad = None
+    buffers: dict[str, torch.Tensor] = {}
+    backward(RowCalls(stacked, buffers), [0, 2])
+    assert set(buffers) == {"weight", "bias"}
+    for name, p in stacked.named_parameters():
+        assert p.grad is buffers[name] and torch.equal(p.grad, expected[name])
+    backward(RowCalls(stacked, buffers), [0, 2])  # .grad set: added to, as autograd accumulates
+    for name, p in stacked.named_parameters():
+        assert torch.equal(p.grad, 2 * expected[name])
+    kept = {name: t.data_ptr() for name, t in buffers.items()}
+    for p in stacked.parameters():
+        p.grad = None  # zero_grad(set_to_none=True), as the training step does
+    backward(RowCalls(stacked, buffers), [0, 1, 2])
+    backward(RowCalls(stacked), [0, 1, 2])  # plain unbind on top: its gradient accumulates into the buffer
+    assert {name: t.data_ptr() for name, t in buffers.items()} == kept
+    stacked.double()
+    inputs = [x.double() for x in inputs]
+    for p in stacked.parameters():
+        p.grad = None
+    backward(RowCalls(stacked, buffers), [1])
+    assert all(buffers[name].dtype == torch.float64 and p.grad is buffers[name] for name, p in stacked.named_parameters())

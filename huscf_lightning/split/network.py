@@ -163,6 +163,7 @@ class SplitNetwork(nn.Module):
             # on the networks' device and floating dtype (a float64 run's stacks are rebuilt from float32 templates)
             stacks[str(j)] = stack_block(plain, states).to(device=device, dtype=dtype).train(self.training)
         self.client_stacks = nn.ModuleDict(stacks)
+        self._gradients: dict[int, dict[str, Tensor]] = {}  # per stack: its parameters' gradient buffers (RowCalls)
 
     def _client_block_state(self, client: int, block: int, plain: nn.Module) -> dict[str, Tensor]:
         """Every tensor of ``client``'s copy of ``block``: its stored state, plain-block values for the rest."""
@@ -488,7 +489,7 @@ class SplitNetwork(nn.Module):
         for group in groups.values():
             if len(group) == 1 or not batched:
                 if j not in views:
-                    views[j] = RowCalls(stack)
+                    views[j] = RowCalls(stack, self._gradients.setdefault(j, {}))
                 for p in group:
                     acts[p] = views[j](self._row[j][p], (acts[p], labels[p]) if j == 0 else (acts[p],))
                 continue
