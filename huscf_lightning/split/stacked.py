@@ -72,8 +72,9 @@ class RowCalls:
     def __init__(self, stacked: nn.Module, gradients: dict[str, Tensor] | None = None) -> None:
         self.stacked = stacked
         tensors = named_tensors(stacked)
+        in_place = gradients is not None
         unbound = {
-            name: _GradientInPlace.apply(t, gradients, name) if gradients is not None and t.requires_grad else t.unbind(0)
+            name: _GradientInPlace.apply(t, gradients, name) if in_place and t.requires_grad else t.unbind(0)
             for name, t in tensors.items()
         }
         rows = len(next(iter(unbound.values()))) if unbound else 0
@@ -130,13 +131,17 @@ class _GradientInPlace(torch.autograd.Function):
                     grad.add_(row_grad)
             return None, None, None
         buffer = ctx.gradients.get(ctx.name)
-        if buffer is None or buffer.shape != stacked.shape or buffer.dtype != stacked.dtype or buffer.device != stacked.device:
+        like = (stacked.shape, stacked.dtype, stacked.device)
+        if buffer is None or (buffer.shape, buffer.dtype, buffer.device) != like:
             buffer = ctx.gradients[ctx.name] = torch.empty_like(stacked)
         if all(row_grad is not None for row_grad in row_grads):
             torch.stack(row_grads, out=buffer)
         else:
             for grad, row_grad in zip(buffer.unbind(0), row_grads):
-                grad.copy_(row_grad) if row_grad is not None else grad.zero_()
+                if row_grad is None:
+                    grad.zero_()
+                else:
+                    grad.copy_(row_grad)
         stacked.grad = buffer
         return None, None, None
 
