@@ -102,9 +102,16 @@ def main() -> None:
     for step in range(args.steps):
         for side in ("A", "B") if step % 2 == 0 else ("B", "A"):
             go, done = channels[side]
-            go.write("go\n")
-            go.flush()
-            if done.readline() != "done\n":
+            try:
+                go.write("go\n")
+                go.flush()
+                stepped = done.readline() == "done\n"
+            except BrokenPipeError:
+                stepped = False
+            if not stepped:
+                for process in workers.values():  # the other would go on stepping alone once our pipes close
+                    process.kill()
+                    process.wait()
                 sys.exit(f"The worker of {trees[side]} stopped before step {step}; its error is printed above.")
     for go, _ in channels.values():
         go.write("finish\n")

@@ -56,3 +56,26 @@ def test_two_trees_take_turns_for_every_step(tmp_path: Path) -> None:
     assert f"A {tree}: median step" in done.stdout and f"B {ROOT}: median step" in done.stdout
     faster = re.search(r"B/A per step: median (\d+\.\d+), B faster in (\d) of 3", done.stdout)
     assert faster is not None and float(faster.group(1)) > 0, done.stdout
+
+
+def test_a_worker_that_fails_stops_the_comparison_and_the_other_worker(tmp_path: Path) -> None:
+    tree = _copy_tree(tmp_path / "broken")
+    (tree / "huscf_lightning" / "__init__.py").write_text('raise ImportError("broken on purpose")\n')
+    marker = "7331"  # a step count no other run uses: it finds this run's workers among the processes
+    errors = tmp_path / "stderr.txt"
+    with errors.open("w") as stderr:  # a file, not a pipe: a worker left behind would keep a pipe open, and wait
+        done = subprocess.run([sys.executable, str(AB_STEP), str(tree), str(ROOT), "--steps", marker],
+                              stdout=subprocess.DEVNULL, stderr=stderr, timeout=600)
+    left = [p for p in Path("/proc").glob("[0-9]*/cmdline") if marker in _reads(p) and "--worker" in _reads(p)]
+    assert not left, [_reads(p) for p in left]
+    assert done.returncode == 1
+    message = errors.read_text()
+    assert "broken on purpose" in message and f"The worker of {tree} stopped before step 0" in message
+
+
+def _reads(path: Path) -> str:
+    """A process's command line, or nothing when it has gone meanwhile."""
+    try:
+        return path.read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
