@@ -33,7 +33,8 @@ def _import_from(tree: Path) -> None:
     import importlib.abc
     import importlib.util
 
-    mapped = re.findall(r'^"(huscf_lightning[\w.]*)" = "([\w/]+)"$', (tree / "pyproject.toml").read_text(), re.MULTILINE)
+    pyproject = (tree / "pyproject.toml").read_text()
+    mapped = re.findall(r'^"(huscf_lightning[\w.]*)" = "([\w/]+)"$', pyproject, re.MULTILINE)
     places = {"huscf_lightning": tree / "huscf_lightning"} | {name: tree / folder for name, folder in mapped}
 
     class TreeFinder(importlib.abc.MetaPathFinder):
