@@ -38,7 +38,7 @@ JOBS: dict[str, list[str]] = {
     "centralized": ["--config", TINY, "--model.federation.mode=centralized"],
     "participation": ["--config", TINY, "--model.federation.mode=fedavg", "--model.federation.participation=0.5"],
     "exact_plan": ["--config", TINY, "--model.plan.source=exact"],
-    "ga_plan": ["--config", TINY, "--model.plan.source=ga", "--model.plan.ga={population: 8, generations: 3}"],
+    "ga_plan": ["--config", TINY, "--model.plan.source=ga", "--model.plan.ga={population: 16, generations: 3, elite: 2}"],
 }
 
 

@@ -21,7 +21,7 @@ import lightning.pytorch as pl
 from huscf_lightning.callbacks import ClusteringRound, GenerationEvaluation
 from huscf_lightning.config import EvaluationSpec, FederationSpec
 from huscf_lightning.data import DomainSpec, HuSCFDataModule
-from huscf_lightning.module import HuSCFGAN
+from huscf_lightning.engine.module import HuSCFGAN
 
 DOMAINS = ("mnist5k", "glyphs")
 

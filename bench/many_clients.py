@@ -22,7 +22,7 @@ import torch
 
 from huscf_lightning.config import EvaluationSpec, FederationSpec, PlanSpec
 from huscf_lightning.data import DomainSpec, HuSCFDataModule
-from huscf_lightning.module import HuSCFGAN
+from huscf_lightning.engine.module import HuSCFGAN
 from huscf_lightning.nets import ReferenceDiscriminator, ReferenceGenerator
 
 

@@ -24,7 +24,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from huscf_lightning.config import EvaluationSpec, FederationSpec
 from huscf_lightning.data import DomainSpec, HuSCFDataModule
-from huscf_lightning.module import HuSCFGAN
+from huscf_lightning.engine.module import HuSCFGAN
 from huscf_lightning.nets import ReferenceDiscriminator, ReferenceGenerator
 
 

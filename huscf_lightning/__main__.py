@@ -16,10 +16,10 @@ from huscf_lightning.errors import HuSCFError
 
 # Commands beside LightningCLI's fit/validate/test: name -> (module with add_arguments/run, description).
 COMMANDS = {
-    "compare": ("compare_command", "Methods x scenarios x seeds on one budget, each cell a nested MLflow run; the table."),
-    "cuts": ("cuts_command", "Cut-point selection alone: latency model and GA over device profiles."),
-    "evaluate": ("evaluate_command", "Utility test of a saved run's generators, from its checkpoint."),
-    "sweep": ("sweep_command", "Optuna sweep of fit runs, each trial a nested MLflow run."),
+    "compare": ("cli.compare", "Methods x scenarios x seeds on one budget, each cell a nested MLflow run; the table."),
+    "cuts": ("cli.cuts", "Cut-point selection alone: latency model and GA over device profiles."),
+    "evaluate": ("cli.evaluate", "Utility test of a saved run's generators, from its checkpoint."),
+    "sweep": ("cli.sweep", "Optuna sweep of fit runs, each trial a nested MLflow run."),
 }
 
 
@@ -70,7 +70,7 @@ def _dispatch(args: list[str], argv: list[str] | None) -> int:
         parser = argparse.ArgumentParser(prog=f"huscf-lightning {command}", description=description)
         module.add_arguments(parser)
         return module.run(parser.parse_args(args[1:]))
-    from huscf_lightning.cli import run_cli
+    from huscf_lightning.cli.lightning_cli import run_cli
 
     run_cli(argv)
     return 0

@@ -7,14 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from huscf_lightning.errors import HuSCFError
+from huscf_lightning.errors import ConfigError
 
 PLAN_SOURCES = ("uniform", "explicit", "random", "ga", "exact")
 EVALUATION_METRICS = ("score", "fid", "kid")
-
-
-class ConfigError(HuSCFError, ValueError):
-    """A configuration value that cannot be run; the message names the fix."""
 
 
 @dataclass

@@ -6,3 +6,7 @@ from __future__ import annotations
 
 class HuSCFError(Exception):
     """Base of every huscf_lightning error; the CLI prints its message and exits with status 2."""
+
+
+class ConfigError(HuSCFError, ValueError):
+    """A configuration value that cannot be run; the message names the fix."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from huscf_lightning.exchange import Wire
+from huscf_lightning.split.wire import Wire
 from huscf_lightning.federation.states import aggregate_network
 from huscf_lightning.federation.weights import AggregationWeights, fedavg_aggregation
 from huscf_lightning.nets import ReferenceGenerator

@@ -12,8 +12,8 @@ import torch
 from huscf_lightning.callbacks import FederatedAggregation
 from huscf_lightning.config import EvaluationSpec, FederationSpec, PlanSpec
 from huscf_lightning.data import DomainSpec, HuSCFDataModule
-from huscf_lightning.exchange import Wire
-from huscf_lightning.module import HuSCFGAN
+from huscf_lightning.split.wire import Wire
+from huscf_lightning.engine.module import HuSCFGAN
 from huscf_lightning.nets import ReferenceDiscriminator, ReferenceGenerator
 from huscf_lightning.split import SplitNetwork
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from huscf_lightning.cuts_command import add_arguments, run
+from huscf_lightning.cli.cuts import add_arguments, run
 from huscf_lightning.split.devices import ProfileError, parse_profiles
 from huscf_lightning.split.latency import LatencyModel
 from huscf_lightning.split.profile import GanProfile, NetworkProfile

@@ -176,7 +176,7 @@ def test_config_yaml_parses_into_domain_specs() -> None:
 
 def test_scenario_files_hold_only_data_and_match_the_paper() -> None:
     clients = {}
-    for path in sorted(SCENARIOS.glob("*.yaml")):
+    for path in sorted(SCENARIOS.glob("*/*.yaml")):
         content = yaml.safe_load(path.read_text())
         assert list(content) == ["data"], path.name
         HuSCFDataModule(**{**content["data"], "domains": [DomainSpec(**entry) for entry in content["data"]["domains"]]})
@@ -197,7 +197,7 @@ def test_scenario_files_hold_only_data_and_match_the_paper() -> None:
     "`apt-get install dataset-fashion-mnist` to run this test",
 )
 def test_offline_twin_of_scenario6_sets_up() -> None:
-    data = yaml.safe_load((SCENARIOS / "offline6.yaml").read_text())["data"]
+    data = yaml.safe_load((SCENARIOS / "offline" / "offline6.yaml").read_text())["data"]
     module = HuSCFDataModule(**{**data, "domains": [DomainSpec(**entry) for entry in data["domains"]]})
     module.setup()
     assert module.domain_names == ["mnist5k", "fashion_mnist", "glyphs", "digits"]
@@ -247,10 +247,10 @@ def test_a_batch_larger_than_a_client_is_an_error_naming_the_client_and_the_fix(
 
 def test_the_paper_settings_layer_under_a_scenario(capsys: pytest.CaptureFixture) -> None:
     """configs/paper.yaml + a scenario file = the paper's run: its model settings and the scenario's data."""
-    from huscf_lightning.cli import run_cli
+    from huscf_lightning.cli.lightning_cli import run_cli
 
     with pytest.raises(SystemExit) as exit_:
-        run_cli(["fit", "--config", str(SCENARIOS.parent / "paper.yaml"), "--config", str(SCENARIOS / "scenario6.yaml"),
+        run_cli(["fit", "--config", str(SCENARIOS.parent / "paper.yaml"), "--config", str(SCENARIOS / "paper" / "scenario6.yaml"),
                  "--print_config"])
     assert exit_.value.code == 0
     config = yaml.safe_load(capsys.readouterr().out)

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from huscf_lightning.callbacks import UtilityEvaluation
-from huscf_lightning.cli import run_cli
+from huscf_lightning.cli.lightning_cli import run_cli
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 # Half the default job's 20 rounds, no per-round scores or grids: the shorter version the slow test runs.
@@ -37,7 +37,7 @@ def test_default_job_is_a_huscf_gan_run_on_lighter_networks(capsys: pytest.Captu
 
 
 def test_paper_settings_keep_the_papers_networks_and_learning_rate(capsys: pytest.CaptureFixture) -> None:
-    config = _resolved(["--config", str(CONFIGS / "paper.yaml"), "--config", str(CONFIGS / "scenarios/offline3.yaml")], capsys)
+    config = _resolved(["--config", str(CONFIGS / "paper.yaml"), "--config", str(CONFIGS / "scenarios/offline/offline3.yaml")], capsys)
     model = config["model"]
     assert model["generator"]["init_args"]["width"] == model["discriminator"]["init_args"]["width"] == 1.0
     assert (model["lr_g"], model["lr_d"]) == (2e-4, 2e-4)

@@ -20,8 +20,8 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 
 from huscf_lightning.config import ConfigError
-from huscf_lightning.distributed import ClientShardedDDP, check_strategy, client_shard
-from huscf_lightning.exchange import DOWN, UP, Wire
+from huscf_lightning.engine.distributed import ClientShardedDDP, check_strategy, client_shard
+from huscf_lightning.split.wire import DOWN, UP, Wire
 from huscf_lightning.federation.averaging import average_states, partial_average_states
 
 TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")
@@ -83,7 +83,7 @@ def test_strategies_that_do_not_shard_clients_and_too_many_ranks_are_clear_error
 def test_a_ddp_strategy_built_in_python_is_refused_before_training(tmp_path) -> None:
     from huscf_lightning.config import EvaluationSpec
     from huscf_lightning.data import DomainSpec, HuSCFDataModule
-    from huscf_lightning.module import HuSCFGAN
+    from huscf_lightning.engine.module import HuSCFGAN
 
     quiet = EvaluationSpec(metrics=[], utility_samples=0, sample_grids=False)
     model = HuSCFGAN(evaluation=quiet, rounds=1, local_epochs=1)

@@ -61,7 +61,7 @@ def test_exact_plan_under_clustering_is_no_faster_than_without() -> None:
 def test_a_fit_config_with_the_exact_plan_source_parses_and_builds(
     tmp_path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from huscf_lightning.cli import run_cli
+    from huscf_lightning.cli.lightning_cli import run_cli
 
     config = tmp_path / "exact.yaml"
     config.write_text(yaml.safe_dump({"model": {"plan": {"source": "exact", "assignment": ASSIGNMENT}}}))

@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from mlflow.tracking import MlflowClient
 
 from huscf_lightning.__main__ import main
-from huscf_lightning.cli import run_cli
+from huscf_lightning.cli.lightning_cli import run_cli
 from huscf_lightning.nets import ReferenceDiscriminator, ReferenceGenerator
 from huscf_lightning.split import SplitPlan
 from huscf_lightning.split.selection import plan_latency

@@ -27,8 +27,8 @@ from huscf_lightning.metrics import (
     generation_score,
     utility_csv,
 )
-from huscf_lightning.module import HuSCFGAN
-from huscf_lightning.rounds import RoundState
+from huscf_lightning.engine.module import HuSCFGAN
+from huscf_lightning.federation.rounds import RoundState
 
 
 # ----------------------------------------------------------------------------- generation score

@@ -21,8 +21,8 @@ def test_wheel_ships_configs_and_maps_callbacks_into_the_package(tmp_path: Path)
     for expected in (
         "huscf_lightning/configs/default.yaml",
         "huscf_lightning/configs/profiles/paper.yaml",
-        "huscf_lightning/configs/scenarios/scenario6.yaml",
-        "huscf_lightning/configs/scenarios/offline4.yaml",
+        "huscf_lightning/configs/scenarios/paper/scenario6.yaml",
+        "huscf_lightning/configs/scenarios/offline/offline4.yaml",
         "huscf_lightning/callbacks/__init__.py",
         "huscf_lightning/callbacks/aggregation.py",
         "huscf_lightning/split/network.py",

@@ -67,7 +67,7 @@ def test_the_real_test_set_splits_8000_2000_stratified_disjoint_and_seeded(name:
 )
 def test_the_real_data_twins_parse_and_partition(monkeypatch, stem: str, domains: list, sizes: list[int]) -> None:
     monkeypatch.chdir(REPO)  # the twins' root ../shared/data is relative to the project root
-    content = yaml.safe_load((SCENARIOS / f"{stem}.yaml").read_text())
+    content = yaml.safe_load((SCENARIOS / "real" / f"{stem}.yaml").read_text())
     assert list(content) == ["data"] and content["data"]["scenario"] == stem
     data = content["data"]
     module = HuSCFDataModule(**{**data, "domains": [DomainSpec(**entry) for entry in data["domains"]]})

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from huscf_lightning.callbacks import FederatedAggregation, RoundCallback, ordered_round_callbacks
-from huscf_lightning.cli import run_cli
+from huscf_lightning.cli.lightning_cli import run_cli
 from huscf_lightning.config import ConfigError, FederationSpec
 from huscf_lightning.federation import FederationStrategy, build_strategy, fedavg_aggregation, register_strategy
-from huscf_lightning.rounds import RoundState
+from huscf_lightning.federation.rounds import RoundState
 
 TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")
 QUIET = ["--model.evaluation.utility_samples=0", "--model.evaluation.sample_grids=false", "--trainer.logger=false"]

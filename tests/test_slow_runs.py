@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from huscf_lightning.callbacks import ClusteringRound
-from huscf_lightning.cli import run_cli
+from huscf_lightning.cli.lightning_cli import run_cli
 
 pytestmark = pytest.mark.slow
 

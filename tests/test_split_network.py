@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from huscf_lightning.exchange import Wire
+from huscf_lightning.split.wire import Wire
 from huscf_lightning.nets import NetworkError, ReferenceDiscriminator, ReferenceGenerator
 from huscf_lightning.split import SplitNetwork, valid_head_tails
 

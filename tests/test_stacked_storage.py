@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from huscf_lightning.exchange import Wire
+from huscf_lightning.split.wire import Wire
 from huscf_lightning.nets import ReferenceDiscriminator, ReferenceGenerator
 from huscf_lightning.split import SplitNetwork
 from huscf_lightning.split.chunked_adam import ChunkedAdam

@@ -15,13 +15,13 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from optuna.trial import TrialState
 
-from huscf_lightning import sweep_command
+from huscf_lightning.cli import sweep as sweep_command
 from huscf_lightning.__main__ import main
 from huscf_lightning.nets import ReferenceDiscriminator, ReferenceGenerator
 from huscf_lightning.split.plan import SplitPlan
 from huscf_lightning.split.selection import plan_latency, select_cuts
 from huscf_lightning.sweep import SweepError, load_sweep, prepare, sweep_from_mapping
-from huscf_lightning.tracking import TrackingError
+from huscf_lightning.engine.tracking import TrackingError
 
 
 def _stores(folder: Path) -> tuple[str, str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from huscf_lightning.__main__ import main
-from huscf_lightning.tracking import TrackingError, check_tracking_uri
+from huscf_lightning.engine.tracking import TrackingError, check_tracking_uri
 
 TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")
 

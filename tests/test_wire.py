@@ -7,7 +7,7 @@ import io
 import pytest
 import torch
 
-from huscf_lightning.exchange import DOWN, UP, Wire, WireError
+from huscf_lightning.split.wire import DOWN, UP, Wire, WireError
 from huscf_lightning.nets import ReferenceGenerator
 from huscf_lightning.split import SplitNetwork
 

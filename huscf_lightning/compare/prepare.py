@@ -14,7 +14,8 @@ from typing import Any
 import yaml
 
 from huscf_lightning.compare.spec import Cell, CompareError, CompareSpec, Scenario
-from huscf_lightning.config import ConfigError, FederationSpec
+from huscf_lightning.config import FederationSpec
+from huscf_lightning.errors import ConfigError
 from huscf_lightning.federation.strategy import build_strategy
 from huscf_lightning.sweep import FitConfig
 from huscf_lightning.sweep.fit_config import mlflow_destination

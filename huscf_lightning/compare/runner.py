@@ -19,12 +19,12 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from huscf_lightning.cli import run_cli
+from huscf_lightning.cli.lightning_cli import run_cli
 from huscf_lightning.compare.charts import metric_figures
 from huscf_lightning.compare.prepare import PreparedComparison, prepare
 from huscf_lightning.compare.spec import Cell, CompareSpec
 from huscf_lightning.compare.table import Row, cell_values, csv_table, markdown_table, summarize
-from huscf_lightning.tracking import check_tracking_uri, open_experiment
+from huscf_lightning.engine.tracking import check_tracking_uri, open_experiment
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from huscf_lightning.config import ConfigError
+from huscf_lightning.errors import ConfigError
 
 
 def clients_per_round(num_clients: int, participation: float) -> int:

@@ -20,7 +20,8 @@ from typing import ClassVar
 
 import torch
 
-from huscf_lightning.config import ConfigError, FederationSpec
+from huscf_lightning.config import FederationSpec
+from huscf_lightning.errors import ConfigError
 from huscf_lightning.federation.weights import (
     AggregationWeights,
     clustered_aggregation,
@@ -28,7 +29,7 @@ from huscf_lightning.federation.weights import (
     fedavg_weights,
     kld_clustered_aggregation,
 )
-from huscf_lightning.rounds import RoundState
+from huscf_lightning.federation.rounds import RoundState
 
 _REGISTRY: dict[str, type[FederationStrategy]] = {}
 

@@ -15,7 +15,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from huscf_lightning.config import ConfigError
+from huscf_lightning.errors import ConfigError
 from huscf_lightning.metrics.generation_score import generate_uniform
 
 

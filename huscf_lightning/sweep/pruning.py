@@ -7,7 +7,7 @@ import optuna
 from optuna_integration import PyTorchLightningPruningCallback
 
 from huscf_lightning.callbacks.round import RoundCallback
-from huscf_lightning.rounds import RoundState
+from huscf_lightning.federation.rounds import RoundState
 
 from .errors import SweepError, TrialError
 

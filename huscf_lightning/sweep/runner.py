@@ -11,7 +11,7 @@ import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial
 
-from huscf_lightning.tracking import check_tracking_uri, open_experiment, store_lock
+from huscf_lightning.engine.tracking import check_tracking_uri, open_experiment, store_lock
 
 from .errors import SweepError
 from .locks import StudyLocks

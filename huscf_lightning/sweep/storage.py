@@ -10,7 +10,7 @@ import optuna
 from optuna.storages import BaseStorage, InMemoryStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
-from huscf_lightning.tracking import sqlite_path, store_lock
+from huscf_lightning.engine.tracking import sqlite_path, store_lock
 
 from .errors import SweepError
 from .spec import SweepSpec

@@ -11,8 +11,8 @@ import optuna
 from mlflow.entities import Metric, RunStatus
 from mlflow.tracking import MlflowClient
 
-from huscf_lightning.cli import run_cli
-from huscf_lightning.module import HuSCFGAN
+from huscf_lightning.cli.lightning_cli import run_cli
+from huscf_lightning.engine.module import HuSCFGAN
 
 from .errors import TrialError
 from .fit_config import LOGGER_ARGS

@@ -12,8 +12,8 @@ import argparse
 import json
 import sys
 
-from .nets import ReferenceDiscriminator, ReferenceGenerator
-from .split.selection import CutSelection, select_cuts
+from huscf_lightning.nets import ReferenceDiscriminator, ReferenceGenerator
+from huscf_lightning.split.selection import CutSelection, select_cuts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

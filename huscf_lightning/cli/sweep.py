@@ -14,7 +14,7 @@ import sys
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .sweep import format_front, format_params, load_sweep, run_sweep, state_counts, with_overrides
+from huscf_lightning.sweep import format_front, format_params, load_sweep, run_sweep, state_counts, with_overrides
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

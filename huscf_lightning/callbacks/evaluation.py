@@ -16,14 +16,14 @@ from typing import Any
 import lightning.pytorch as pl
 
 from huscf_lightning.callbacks.round import RoundCallback
-from huscf_lightning.config import ConfigError
+from huscf_lightning.errors import ConfigError
 from huscf_lightning.metrics.classifier import DEFAULT_CACHE_DIR, DEFAULT_CLASSIFIER_EPOCHS
 from huscf_lightning.metrics.fidelity import check_metric_names
 from huscf_lightning.metrics.round_evaluation import GENERATION_METRICS, GenerationEvaluator, score_curves_figure
 from huscf_lightning.metrics.utility import UTILITY_METRICS
 from huscf_lightning.metrics.utility_report import evaluate_utility, format_utility_table, utility_csv
-from huscf_lightning.rounds import RoundState
-from huscf_lightning.tracking import log_figure, log_json, log_round_metrics, log_text
+from huscf_lightning.federation.rounds import RoundState
+from huscf_lightning.engine.tracking import log_figure, log_json, log_round_metrics, log_text
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy, Strategy
 from torch import Tensor, nn
 
-from huscf_lightning.config import ConfigError
+from huscf_lightning.errors import ConfigError
 
 DDP_NAMES = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}
 
@@ -51,7 +51,7 @@ def check_strategy(strategy: Strategy, world_size: int, num_clients: int, partic
         raise ConfigError(
             "Lightning's DDPStrategy wraps the model in DistributedDataParallel, which needs the same parameters on "
             "every rank; HuSCFGAN shards the clients over the ranks instead. Use strategy="
-            "huscf_lightning.distributed.ClientShardedDDP() from Python (the CLI turns --trainer.strategy=ddp into it)."
+            "huscf_lightning.engine.distributed.ClientShardedDDP() from Python (the CLI turns --trainer.strategy=ddp into it)."
         )
     else:
         raise ConfigError(

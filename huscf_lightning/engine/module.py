@@ -23,19 +23,20 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from huscf_lightning import sharded_checkpoint
-from huscf_lightning.config import ConfigError, EvaluationSpec, FederationSpec, PlanSpec
-from huscf_lightning.distributed import check_strategy, client_shard, gather_objects, sum_gradients
-from huscf_lightning.exchange import DOWN, UP, Wire
+from huscf_lightning.engine import sharded_checkpoint as sharded_checkpoint
+from huscf_lightning.config import EvaluationSpec, FederationSpec, PlanSpec
+from huscf_lightning.errors import ConfigError
+from huscf_lightning.engine.distributed import check_strategy, client_shard, gather_objects, sum_gradients
+from huscf_lightning.split.wire import DOWN, UP, Wire
 from huscf_lightning.federation.participation import clients_per_round, draw_participants
 from huscf_lightning.federation.strategy import FederationStrategy, build_strategy
 from huscf_lightning.nets import BlockNetwork, ReferenceDiscriminator, ReferenceGenerator
-from huscf_lightning.rounds import RoundState
+from huscf_lightning.federation.rounds import RoundState
 from huscf_lightning.split.chunked_adam import ChunkedAdam
 from huscf_lightning.split.network import ServerActivation, SplitNetwork
 from huscf_lightning.split.plan import SplitPlan
 from huscf_lightning.split.source import build_plan
-from huscf_lightning.tracking import mlflow_logger
+from huscf_lightning.engine.tracking import mlflow_logger
 
 log = logging.getLogger(__name__)
 

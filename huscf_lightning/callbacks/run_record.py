@@ -8,7 +8,7 @@ import subprocess
 
 import lightning.pytorch as pl
 
-from huscf_lightning.tracking import end_run_if_running, log_json, log_round_metrics, log_text, mlflow_logger
+from huscf_lightning.engine.tracking import end_run_if_running, log_json, log_round_metrics, log_text, mlflow_logger
 
 
 def git_commit() -> str | None:

@@ -14,9 +14,9 @@ from typing import ClassVar
 
 import lightning.pytorch as pl
 
-from huscf_lightning.config import ConfigError
-from huscf_lightning.distributed import broadcast_object, world_size
-from huscf_lightning.rounds import RoundState
+from huscf_lightning.errors import ConfigError
+from huscf_lightning.engine.distributed import broadcast_object, world_size
+from huscf_lightning.federation.rounds import RoundState
 
 # The order in which round callbacks act at a round end.
 ROUND_STAGES = (

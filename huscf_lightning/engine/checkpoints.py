@@ -14,7 +14,7 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from huscf_lightning.config import ConfigError
+from huscf_lightning.errors import ConfigError
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
