@@ -10,11 +10,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from huscf_lightning.callbacks import default_callbacks
 from huscf_lightning.callbacks.evaluation import GenerationEvaluation, UtilityEvaluation
 from huscf_lightning.callbacks.round import run_round_end
 from huscf_lightning.config import EvaluationSpec, FederationSpec
 from huscf_lightning.data import load_domain
 from huscf_lightning.data.datamodule import HuSCFDataModule
+from huscf_lightning.errors import ConfigError
 from huscf_lightning.metrics import (
     UTILITY_METRICS,
     UnknownMetricError,
@@ -218,7 +220,28 @@ def test_domain_client_is_the_first_client_of_the_domain() -> None:
 
 def test_unknown_metric_is_a_clear_error_at_construction() -> None:
     with pytest.raises(UnknownMetricError, match=r"\['fdi'\].*'score', 'fid', 'kid'"):
-        GenerationEvaluation(metrics=["score", "fdi"])
+        GenerationEvaluation(EvaluationSpec(metrics=["score", "fdi"]))
+
+
+def test_evaluation_callbacks_check_their_spec_at_construction(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="num_samples >= 2"):
+        GenerationEvaluation(EvaluationSpec(num_samples=1))
+    with pytest.raises(ConfigError, match="at least one metric"):
+        GenerationEvaluation(EvaluationSpec(metrics=[]))
+    with pytest.raises(ConfigError, match="is not a file"):
+        GenerationEvaluation(EvaluationSpec(metrics=["fid"], inception_weights=str(tmp_path / "missing.pt")))
+    with pytest.raises(ConfigError, match="utility_samples >= 1"):
+        UtilityEvaluation(EvaluationSpec(utility_samples=0))
+
+
+def test_default_callbacks_hand_the_module_its_evaluation_spec_whole() -> None:
+    spec = EvaluationSpec(metrics=["score", "kid"], every_n_rounds=3, num_samples=64, utility_samples=10)
+    model = HuSCFGAN(rounds=2, local_epochs=1, federation=FederationSpec(mode="fedavg"), evaluation=spec, seed=7)
+    by_kind = {type(c): c for c in default_callbacks(model)}
+    generation, utility_callback = by_kind[GenerationEvaluation], by_kind[UtilityEvaluation]
+    assert generation.spec is spec and utility_callback.spec is spec
+    assert generation.every_n_rounds == 3 and generation.metrics == ["score", "kid"] and generation.seed == 7
+    assert utility_callback.seed == 7
 
 
 def test_generation_evaluation_logs_scores_per_round_and_survives_checkpoints(
@@ -227,7 +250,8 @@ def test_generation_evaluation_logs_scores_per_round_and_survives_checkpoints(
     datamodule, images = replay_setup
     model = ReplayGAN(["digits", "glyphs"], images)
     evaluation = GenerationEvaluation(
-        num_samples=300, metrics=["score", "fid"], classifier_epochs=2, cache_dir=classifier_cache
+        EvaluationSpec(num_samples=300, metrics=["score", "fid"], classifier_cache=str(classifier_cache)),
+        classifier_epochs=2,
     )
     csv_logger = pl.loggers.CSVLogger(tmp_path, name="run")
     trainer = pl.Trainer(
@@ -249,14 +273,16 @@ def test_generation_evaluation_logs_scores_per_round_and_survives_checkpoints(
 
     checkpoint = tmp_path / "last.ckpt"
     trainer.save_checkpoint(checkpoint)
-    restored = GenerationEvaluation(metrics=["score", "fid"])
+    restored = GenerationEvaluation(EvaluationSpec(metrics=["score", "fid"]))
     restored.load_state_dict(torch.load(checkpoint, weights_only=False)["callbacks"][restored.state_key])
     assert restored.history == evaluation.history
 
 
 def test_generation_score_separates_a_good_and_a_noise_generator(replay_setup, classifier_cache) -> None:
     datamodule, images = replay_setup
-    evaluation = GenerationEvaluation(num_samples=200, classifier_epochs=2, cache_dir=classifier_cache)
+    evaluation = GenerationEvaluation(
+        EvaluationSpec(num_samples=200, classifier_cache=str(classifier_cache)), classifier_epochs=2
+    )
     model = ReplayGAN(["digits", "glyphs"], images)
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_checkpointing=False)
     trainer.fit(model, datamodule=datamodule)
@@ -292,9 +318,9 @@ def test_callbacks_with_the_real_huscfgan(classifier_cache, tmp_path, caplog) ->
         evaluation=EvaluationSpec(sample_grids=False),
     )
     generation = GenerationEvaluation(
-        every_n_rounds=2, num_samples=100, classifier_epochs=2, cache_dir=classifier_cache
+        EvaluationSpec(every_n_rounds=2, num_samples=100, classifier_cache=str(classifier_cache)), classifier_epochs=2
     )
-    utility_callback = UtilityEvaluation(num_samples=100, epochs=1)
+    utility_callback = UtilityEvaluation(EvaluationSpec(utility_samples=100, utility_epochs=1))
     trainer = pl.Trainer(
         max_epochs=model.max_epochs, callbacks=[generation, utility_callback],
         logger=pl.loggers.CSVLogger(tmp_path, name="run"), enable_progress_bar=False, enable_checkpointing=False,
@@ -328,8 +354,10 @@ def test_mlflow_run_gets_the_score_curves_and_utility_artifacts(replay_setup, cl
     trainer = pl.Trainer(
         max_epochs=2,
         callbacks=[
-            GenerationEvaluation(num_samples=100, classifier_epochs=2, cache_dir=classifier_cache),
-            UtilityEvaluation(num_samples=200, epochs=1),
+            GenerationEvaluation(
+                EvaluationSpec(num_samples=100, classifier_cache=str(classifier_cache)), classifier_epochs=2
+            ),
+            UtilityEvaluation(EvaluationSpec(utility_samples=200, utility_epochs=1)),
         ],
         logger=logger,
         enable_progress_bar=False,

@@ -52,24 +52,9 @@ def default_callbacks(module: pl.LightningModule, existing: Sequence[pl.Callback
         )
     callbacks.append(pick(FederatedAggregation, FederatedAggregation))
     for kind, wanted, build in (
-        (
-            GenerationEvaluation,
-            bool(ev.metrics),
-            lambda: GenerationEvaluation(
-                every_n_rounds=ev.every_n_rounds,
-                num_samples=ev.num_samples,
-                metrics=ev.metrics,
-                cache_dir=ev.classifier_cache,
-                inception_weights=ev.inception_weights,
-                seed=module.seed,
-            ),
-        ),
+        (GenerationEvaluation, bool(ev.metrics), lambda: GenerationEvaluation(ev, seed=module.seed)),
         (SampleGrids, ev.sample_grids, lambda: SampleGrids(seed=module.seed)),
-        (
-            UtilityEvaluation,
-            ev.utility_samples > 0,
-            lambda: UtilityEvaluation(num_samples=ev.utility_samples, epochs=ev.utility_epochs, seed=module.seed),
-        ),
+        (UtilityEvaluation, ev.utility_samples > 0, lambda: UtilityEvaluation(ev, seed=module.seed)),
     ):
         given = any(isinstance(c, kind) for c in existing)
         if wanted or given:

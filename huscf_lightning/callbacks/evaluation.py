@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 
 from huscf_lightning.callbacks.round import RoundCallback
+from huscf_lightning.config import EvaluationSpec
 from huscf_lightning.errors import ConfigError
-from huscf_lightning.metrics.classifier import DEFAULT_CACHE_DIR, DEFAULT_CLASSIFIER_EPOCHS
-from huscf_lightning.metrics.fidelity import check_metric_names
-from huscf_lightning.metrics.round_evaluation import GENERATION_METRICS, GenerationEvaluator, score_curves_figure
+from huscf_lightning.metrics.classifier import DEFAULT_CLASSIFIER_EPOCHS
+from huscf_lightning.metrics.round_evaluation import (
+    GENERATION_METRICS,
+    GenerationEvaluator,
+    checked_generation_metrics,
+    score_curves_figure,
+)
 from huscf_lightning.metrics.utility import UTILITY_METRICS
 from huscf_lightning.metrics.utility_report import evaluate_utility, format_utility_table, utility_csv
 from huscf_lightning.federation.rounds import RoundState
@@ -39,7 +42,11 @@ def require_domain_data(trainer: pl.Trainer, who: str) -> None:
 
 
 class GenerationEvaluation(RoundCallback):
-    """Every ``every_n_rounds`` rounds and at the final round: generation score (and FID/KID) of every domain.
+    """Every ``spec.every_n_rounds`` rounds and at the final round: generation score (and FID/KID) of every domain.
+
+    ``spec`` is the run's ``EvaluationSpec`` (checked here; it needs at least one metric), handed on
+    whole to the ``GenerationEvaluator``; ``batch_size`` and ``classifier_epochs`` are not settings
+    of a run and stay arguments (see ``GenerationEvaluator``).
 
     Logs ``eval/score/<domain>`` (plus ``eval/fid/<domain>``, ``eval/kid/<domain>``,
     ``eval/kid_std/<domain>``), the means over domains ``eval/score_mean`` / ``eval/fid_mean`` /
@@ -54,30 +61,24 @@ class GenerationEvaluation(RoundCallback):
 
     def __init__(
         self,
-        every_n_rounds: int = 1,
-        num_samples: int = 5000,
-        metrics: Sequence[str] = ("score",),
+        spec: EvaluationSpec | None = None,
+        *,
+        seed: int = 0,
         batch_size: int = 500,
         classifier_epochs: int = DEFAULT_CLASSIFIER_EPOCHS,
-        cache_dir: str | Path = DEFAULT_CACHE_DIR,
-        inception_weights: str | Path | None = None,
-        seed: int = 0,
     ) -> None:
-        if every_n_rounds < 1 or num_samples < 2 or batch_size < 1:
-            raise ConfigError(
-                f"GenerationEvaluation needs every_n_rounds >= 1, num_samples >= 2 and batch_size >= 1; got "
-                f"{every_n_rounds}, {num_samples} and {batch_size}."
-            )
-        super().__init__(every_n_rounds)
-        self.metrics = check_metric_names(metrics, GENERATION_METRICS)
-        if not self.metrics:
+        spec = spec or EvaluationSpec()
+        metrics = checked_generation_metrics(spec)
+        if not metrics:
             raise ConfigError(f"GenerationEvaluation needs at least one metric among {list(GENERATION_METRICS)}.")
-        self.num_samples = num_samples
+        if batch_size < 1:
+            raise ConfigError(f"GenerationEvaluation needs batch_size >= 1; got {batch_size}.")
+        super().__init__(spec.every_n_rounds)
+        self.spec = spec
+        self.metrics = metrics
+        self.seed = seed
         self.batch_size = batch_size
         self.classifier_epochs = classifier_epochs
-        self.cache_dir = cache_dir
-        self.inception_weights = inception_weights
-        self.seed = seed
         self._evaluator: GenerationEvaluator | None = None
         self._features_logged: dict[str, str] = {}
 
@@ -133,18 +134,18 @@ class GenerationEvaluation(RoundCallback):
     def _new_evaluator(self, trainer: pl.Trainer) -> GenerationEvaluator:
         return GenerationEvaluator(
             trainer.datamodule.domain_data,
-            self.metrics,
-            self.num_samples,
-            self.batch_size,
-            self.classifier_epochs,
-            self.cache_dir,
-            self.inception_weights,
-            self.seed,
+            self.spec,
+            seed=self.seed,
+            batch_size=self.batch_size,
+            classifier_epochs=self.classifier_epochs,
         )
 
 
 class UtilityEvaluation(RoundCallback):
     """At the end of training: utility of each domain's generated data (see ``metrics.evaluate_utility``).
+
+    ``spec`` is the run's ``EvaluationSpec`` (checked here): ``utility_samples`` generated samples
+    per domain train the CNN for ``utility_epochs`` epochs.
 
     Logs ``utility/<metric>/<domain>`` and ``utility/seconds`` at step = the last completed
     round, a ``utility.csv`` artifact and the table at INFO; the rows stay in ``self.results``.
@@ -155,23 +156,25 @@ class UtilityEvaluation(RoundCallback):
 
     def __init__(
         self,
-        num_samples: int = 30000,
-        epochs: int = 15,
+        spec: EvaluationSpec | None = None,
+        *,
+        seed: int = 0,
         batch_size: int = 64,
         generation_batch_size: int = 500,
-        seed: int = 0,
     ) -> None:
-        if num_samples < 1 or epochs < 1 or batch_size < 1 or generation_batch_size < 1:
+        spec = spec or EvaluationSpec()
+        spec.validate()
+        if spec.utility_samples < 1 or batch_size < 1 or generation_batch_size < 1:
             raise ConfigError(
-                f"UtilityEvaluation needs positive num_samples, epochs and batch sizes; got num_samples={num_samples}, "
-                f"epochs={epochs}, batch_size={batch_size}, generation_batch_size={generation_batch_size}."
+                "UtilityEvaluation needs utility_samples >= 1 (0 means: no UtilityEvaluation) and positive batch "
+                f"sizes; got utility_samples={spec.utility_samples}, batch_size={batch_size}, "
+                f"generation_batch_size={generation_batch_size}."
             )
         super().__init__()
-        self.num_samples = num_samples
-        self.epochs = epochs
+        self.spec = spec
+        self.seed = seed
         self.batch_size = batch_size
         self.generation_batch_size = generation_batch_size
-        self.seed = seed
         self.results: list[dict[str, float | int | str]] = []
         self._last_round = 0
 
@@ -186,8 +189,8 @@ class UtilityEvaluation(RoundCallback):
         self.results = evaluate_utility(
             pl_module,
             trainer.datamodule.domain_data,
-            self.num_samples,
-            self.epochs,
+            self.spec.utility_samples,
+            self.spec.utility_epochs,
             self.batch_size,
             self.generation_batch_size,
             self.seed,
@@ -200,7 +203,7 @@ class UtilityEvaluation(RoundCallback):
         log_text(trainer, utility_csv(self.results), "utility.csv")
         log.info(
             "utility of generated data (%d samples per domain, %d epochs, real test split):\n%s",
-            self.num_samples,
-            self.epochs,
+            self.spec.utility_samples,
+            self.spec.utility_epochs,
             format_utility_table(self.results),
         )

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from huscf_lightning.metrics.classifier import DEFAULT_CACHE_DIR, DEFAULT_CLASSIFIER_EPOCHS, SmallCNN, domain_classifier
+from huscf_lightning.config import EvaluationSpec
+from huscf_lightning.metrics.classifier import DEFAULT_CLASSIFIER_EPOCHS, SmallCNN, domain_classifier
 from huscf_lightning.metrics.domain_samples import GeneratingModel, domain_samples
 from huscf_lightning.metrics.fidelity import FIDELITY_METRICS, DomainFidelity, check_metric_names, fidelity_feature
 from huscf_lightning.metrics.generation_score import classifier_probs, generation_score
@@ -29,32 +29,43 @@ log = logging.getLogger(__name__)
 GENERATION_METRICS = ("score", *FIDELITY_METRICS)
 
 
-class GenerationEvaluator:
-    """Scores every domain's generator with ``metrics`` (among ``GENERATION_METRICS``), round after round.
+def checked_generation_metrics(spec: EvaluationSpec) -> list[str]:
+    """``spec.metrics`` as a list, after checking the whole spec: the one check that the evaluator and the
+    evaluation callback run on the spec they are given.
 
-    ``domain_data`` gives a domain's real data. After each call, ``features`` maps each domain to
-    the features its FID/KID used (``classifier:<domain>`` or ``inception:<path>``).
+    An unknown metric name is an ``UnknownMetricError`` (as for any metrics list in
+    ``huscf_lightning.metrics``); anything else ``EvaluationSpec.validate`` rejects is its ``ConfigError``.
+    """
+    metrics = check_metric_names(spec.metrics, GENERATION_METRICS)
+    spec.validate()
+    return metrics
+
+
+class GenerationEvaluator:
+    """Scores every domain's generator with ``spec.metrics`` (among ``GENERATION_METRICS``), round after round.
+
+    ``domain_data`` gives a domain's real data. From ``spec`` (an ``EvaluationSpec``, checked here)
+    it uses ``metrics``, ``num_samples``, ``classifier_cache`` and ``inception_weights``; ``batch_size``
+    (generation, scoring and FID/KID features) and ``classifier_epochs`` (a classifier that is not
+    cached yet) are not settings of a run. After each call, ``features`` maps each domain to the
+    features its FID/KID used (``classifier:<domain>`` or ``inception:<path>``).
     """
 
     def __init__(
         self,
         domain_data: Callable[[str], DomainData],
-        metrics: Sequence[str] = ("score",),
-        num_samples: int = 5000,
+        spec: EvaluationSpec | None = None,
+        *,
+        seed: int = 0,
         batch_size: int = 500,
         classifier_epochs: int = DEFAULT_CLASSIFIER_EPOCHS,
-        cache_dir: str | Path = DEFAULT_CACHE_DIR,
-        inception_weights: str | Path | None = None,
-        seed: int = 0,
     ) -> None:
         self.domain_data = domain_data
-        self.metrics = check_metric_names(metrics, GENERATION_METRICS)
-        self.num_samples = num_samples
+        self.spec = spec or EvaluationSpec()
+        self.metrics = checked_generation_metrics(self.spec)
+        self.seed = seed
         self.batch_size = batch_size
         self.classifier_epochs = classifier_epochs
-        self.cache_dir = cache_dir
-        self.inception_weights = inception_weights
-        self.seed = seed
         self.features: dict[str, str] = {}
         self._classifiers: dict[str, SmallCNN] = {}
         self._fidelity: dict[str, DomainFidelity] = {}
@@ -76,7 +87,7 @@ class GenerationEvaluator:
     def _classifier(self, domain: str, row: dict[str, float]) -> SmallCNN:
         if domain not in self._classifiers:
             classifier, accuracy = domain_classifier(
-                self.domain_data(domain), self.cache_dir, epochs=self.classifier_epochs, seed=self.seed
+                self.domain_data(domain), self.spec.classifier_cache, epochs=self.classifier_epochs, seed=self.seed
             )
             self._classifiers[domain] = classifier
             row[f"eval/classifier_accuracy/{domain}"] = accuracy
@@ -84,7 +95,7 @@ class GenerationEvaluator:
 
     def _domain_fidelity(self, domain: str, classifier: SmallCNN) -> DomainFidelity:
         if domain not in self._fidelity:
-            feature, features = fidelity_feature(classifier, domain, self.inception_weights)
+            feature, features = fidelity_feature(classifier, domain, self.spec.inception_weights)
             real = self.domain_data(domain).test_images  # stays on the CPU; moved batch by batch
             fidelity = [metric for metric in self.metrics if metric in FIDELITY_METRICS]
             self._fidelity[domain] = DomainFidelity(
@@ -95,7 +106,7 @@ class GenerationEvaluator:
     def _evaluate_domain(self, model: GeneratingModel, domain: str) -> dict[str, float]:
         row: dict[str, float] = {}
         classifier = self._classifier(domain, row).to(model.device)
-        images, _, _ = domain_samples(model, domain, self.num_samples, self.batch_size, self.seed)
+        images, _, _ = domain_samples(model, domain, self.spec.num_samples, self.batch_size, self.seed)
         if "score" in self.metrics:
             row[f"eval/score/{domain}"] = generation_score(classifier_probs(classifier, images, self.batch_size))
         if any(metric in FIDELITY_METRICS for metric in self.metrics):
