@@ -14,6 +14,7 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from huscf_lightning.compat import save_last_checkpoint
 from huscf_lightning.errors import ConfigError
 
 
@@ -71,8 +72,8 @@ class RoundCheckpoint(ModelCheckpoint):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         round_end = getattr(pl_module, "is_round_end", lambda _: True)(trainer)
-        if round_end and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if round_end:
+            save_last_checkpoint(self, trainer)
 
 
 def read_checkpoint(path: str | Path) -> dict:

@@ -28,6 +28,7 @@ import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy, Strategy
 from torch import Tensor, nn
 
+from huscf_lightning.compat import batch_norm_base, foreach_copy
 from huscf_lightning.errors import ConfigError
 
 DDP_NAMES = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}
@@ -86,7 +87,7 @@ def sum_(tensors: Sequence[Tensor]) -> None:
         return
     flat = torch.cat([t.reshape(-1) for t in tensors])
     dist.all_reduce(flat)
-    torch._foreach_copy_(list(tensors), [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)])
+    foreach_copy(tensors, [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)])
 
 
 def sum_gradients(parameters: Iterable[nn.Parameter]) -> None:
@@ -155,7 +156,10 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
     return _AllReduceSum.apply(tensor) if world_size() > 1 else tensor
 
 
-class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
+_BatchNorm = batch_norm_base()  # torch's base of BatchNorm1d/2d/3d
+
+
+class SyncedBatchNorm(_BatchNorm):
     """Batch norm whose training statistics are those of the batch over all ranks (one process's, split).
 
     ``torch.nn.SyncBatchNorm`` runs on GPUs only; this one runs wherever torch.distributed does (gloo on
@@ -198,7 +202,7 @@ class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
 def sync_batch_norms(module: nn.Module) -> nn.Module:
     """``module`` with every BatchNorm1d/2d/3d replaced by a `SyncedBatchNorm` holding the same tensors."""
     for name, child in list(module.named_children()):
-        if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, SyncedBatchNorm):
+        if isinstance(child, _BatchNorm) and not isinstance(child, SyncedBatchNorm):
             synced = SyncedBatchNorm(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
             like = next(t for t in child.state_dict().values() if t.is_floating_point())
             synced.to(device=like.device, dtype=like.dtype).load_state_dict(child.state_dict())

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from huscf_lightning.compat import foreach_copy
 from huscf_lightning.split.wire import DOWN, UP, Wire
 from huscf_lightning.nets import BlockNetwork, NetworkError
 from huscf_lightning.split.client_store import ClientStore, StateKey
@@ -506,16 +507,5 @@ class SplitNetwork(nn.Module):
 
 @torch.no_grad()
 def copy_tensors(dst: Sequence[Tensor], src: Sequence[Tensor]) -> None:
-    """dst[i] <- src[i] for every i, in one fused multi-tensor kernel where PyTorch has it.
-
-    ``torch._foreach_copy_`` is the kernel PyTorch's own optimisers use; it is underscore-named, so a
-    plain loop takes over where a build lacks it.
-    """
-    if not dst:
-        return
-    fused = getattr(torch, "_foreach_copy_", None)
-    if fused is not None:
-        fused(list(dst), list(src))
-        return
-    for target, value in zip(dst, src):
-        target.copy_(value)
+    """dst[i] <- src[i] for every i, outside autograd, in one fused kernel (`huscf_lightning.compat.foreach_copy`)."""
+    foreach_copy(dst, src)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from huscf_lightning.compat import buffer_table, parameter_table
 from huscf_lightning.nets import NetworkError
 
 
@@ -40,9 +41,9 @@ def with_tensors(block: nn.Module, tensors: Mapping[str, Tensor]) -> nn.Module:
         owner = made.get_submodule(owner_name)
         value = tensors[name]
         if isinstance(old, nn.Parameter):
-            owner._parameters[attr] = nn.Parameter(value, requires_grad=old.requires_grad)
+            parameter_table(owner)[attr] = nn.Parameter(value, requires_grad=old.requires_grad)
         else:
-            owner._buffers[attr] = value
+            buffer_table(owner)[attr] = value
     return made
 
 
@@ -83,7 +84,7 @@ class RowCalls:
         self._slots = [  # (table, attribute, name): every place a tensor is read from, tied aliases included
             (table, attr, canonical[id(t)])
             for _, owner in stacked.named_modules(remove_duplicate=False)
-            for table in (owner._parameters, owner._buffers)
+            for table in (parameter_table(owner), buffer_table(owner))
             for attr, t in table.items()
             if t is not None
         ]

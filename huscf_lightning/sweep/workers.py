@@ -20,6 +20,8 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from huscf_lightning.compat import set_trial_user_attr_on_storage
+
 from .locks import StudyLocks
 from .prepare import prepare
 from .runs import end_trial_run
@@ -146,7 +148,7 @@ def _fail_running_trials(study: optuna.Study, client: MlflowClient, process: Bas
     error = f"The trial stopped because {why}."
     for trial in orphans:
         # the reason, as a failed trial's objective records it (Optuna's API sets attributes only on live trials)
-        study._storage.set_trial_user_attr(trial._trial_id, "error", error)
+        set_trial_user_attr_on_storage(study, trial, "error", error)
         study.tell(trial.number, state=TrialState.FAIL)
         run_id = trial.user_attrs.get("mlflow_run_id")
         if run_id is not None:
