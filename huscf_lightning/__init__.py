@@ -3,10 +3,10 @@ learning of a conditional GAN) as a PyTorch Lightning plugin."""
 
 from huscf_lightning.config import EvaluationSpec, FederationSpec, PlanSpec
 from huscf_lightning.data import DomainSpec, HuSCFDataModule
-from huscf_lightning.split.wire import Wire, WireError
 from huscf_lightning.engine.module import HuSCFGAN
 from huscf_lightning.nets import BlockNetwork, LabelledBlock, ReferenceDiscriminator, ReferenceGenerator
 from huscf_lightning.split import Cut, SplitNetwork, SplitPlan
+from huscf_lightning.split.wire import Wire, WireError
 
 __all__ = [
     "BlockNetwork",

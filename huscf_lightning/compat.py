@@ -9,7 +9,7 @@ that test, not a run. Where a name is gone at run time, a function either falls 
 give identical results (said in its docstring) or raises `CompatibilityError` naming the package and version;
 none changes behaviour silently.
 
-One private name cannot go through a function: `huscf_lightning.engine.distributed.SyncedBatchNorm`
+One private name cannot go through a function: `huscf_lightning.collectives.SyncedBatchNorm`
 overrides ``_check_input_dim``, the hook torch's batch-norm forward calls to check the input's shape;
 tests/test_compat.py checks that torch still calls it.
 """

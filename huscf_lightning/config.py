@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from huscf_lightning.errors import ConfigError
+from huscf_lightning.federation.strategy import strategy_class
 
 PLAN_SOURCES = ("uniform", "explicit", "random", "ga", "exact")
 EVALUATION_METRICS = ("score", "fid", "kid")
@@ -64,8 +65,6 @@ class FederationSpec:
 
     def validate(self) -> None:
         """Raise a `ConfigError` naming the fix (LightningCLI already checks the Literal types)."""
-        from huscf_lightning.federation.strategy import strategy_class  # the strategies import this module
-
         strategy_class(self.mode)
         if isinstance(self.k, str) and self.k != "auto":
             raise ConfigError(f"federation.k must be an integer, 'auto' or null (number of domains); got {self.k!r}.")

@@ -15,10 +15,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from huscf_lightning.split.wire import DOWN, UP, Wire
 from huscf_lightning.nets import BlockNetwork, NetworkError
 from huscf_lightning.split.network import ServerActivation, copy_tensors
 from huscf_lightning.split.plan import check_head_tail, is_whole_network_cut
+from huscf_lightning.split.wire import DOWN, UP, Wire
 
 
 class PerClientSplitNetwork(nn.Module):

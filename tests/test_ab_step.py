@@ -17,7 +17,7 @@ AB_STEP = ROOT / "bench" / "ab_step.py"
 def _copy_tree(target: Path) -> Path:
     """The package's sources as a second source tree (what a worktree of another commit would be)."""
     ignore = shutil.ignore_patterns("__pycache__")
-    for folder in ("huscf_lightning", "callbacks", "configs"):
+    for folder in ("huscf_lightning", "configs"):
         shutil.copytree(ROOT / folder, target / folder, ignore=ignore)
     shutil.copy(ROOT / "pyproject.toml", target / "pyproject.toml")
     return target
@@ -34,7 +34,7 @@ def test_a_worker_imports_the_package_and_its_mapped_folders_from_its_tree(tmp_p
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     files = [Path(line) for line in done.stdout.split()]
-    expected = ["callbacks/__init__.py", "configs/__init__.py", "huscf_lightning/split/network.py"]
+    expected = ["huscf_lightning/callbacks/__init__.py", "configs/__init__.py", "huscf_lightning/split/network.py"]
     assert files == [tree / name for name in expected]
 
 

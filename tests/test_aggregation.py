@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from huscf_lightning.split.wire import Wire
 from huscf_lightning.federation.states import aggregate_network
 from huscf_lightning.federation.weights import AggregationWeights, fedavg_aggregation
 from huscf_lightning.nets import ReferenceGenerator
 from huscf_lightning.split import SplitNetwork
+from huscf_lightning.split.wire import Wire
 
 CUTS = [(1, 1), (2, 1), (1, 2)]  # block 1 is local for client 1 only; block 3 local for client 2 only
 

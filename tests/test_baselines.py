@@ -8,15 +8,14 @@ import copy
 
 import lightning.pytorch as pl
 import torch
+from cgan_reference import assert_same_state, cgan_step
 
 from huscf_lightning.callbacks import RoundCallback
 from huscf_lightning.config import EvaluationSpec, FederationSpec, PlanSpec
 from huscf_lightning.data import DomainSpec, HuSCFDataModule
-from huscf_lightning.split.wire import Crossing, Wire
-from huscf_lightning.federation.strategy import discriminator_swap
 from huscf_lightning.engine.module import HuSCFGAN
-
-from cgan_reference import assert_same_state, cgan_step
+from huscf_lightning.federation.strategy import discriminator_swap
+from huscf_lightning.split.wire import Crossing, Wire
 
 QUIET = EvaluationSpec(metrics=[], utility_samples=0, sample_grids=False)
 

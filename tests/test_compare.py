@@ -14,8 +14,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from huscf_lightning.cli import compare as compare_command
 from huscf_lightning.__main__ import main
+from huscf_lightning.cli import compare as compare_command
 from huscf_lightning.compare import (
     CellOutcome,
     CompareError,

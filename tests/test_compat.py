@@ -22,9 +22,9 @@ from torch.func import functional_call
 from torch.utils.data import DataLoader, TensorDataset
 
 from huscf_lightning import compat
+from huscf_lightning.collectives import SyncedBatchNorm
 from huscf_lightning.compat import CompatibilityError
 from huscf_lightning.engine.checkpoints import RoundCheckpoint
-from huscf_lightning.engine.distributed import SyncedBatchNorm
 from huscf_lightning.errors import HuSCFError
 from huscf_lightning.split.network import copy_tensors
 from huscf_lightning.sweep.storage import open_storage
@@ -44,7 +44,7 @@ WRAPPED = {
     "_trial_id",
 }
 # Private members of torch/Lightning/Optuna classes that a package class overrides (they cannot be wrapped).
-OVERRIDDEN = {("huscf_lightning.engine.distributed", "SyncedBatchNorm", "_check_input_dim")}
+OVERRIDDEN = {("huscf_lightning.collectives", "SyncedBatchNorm", "_check_input_dim")}
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 
 

@@ -12,10 +12,10 @@ import torch
 from huscf_lightning.callbacks import FederatedAggregation
 from huscf_lightning.config import EvaluationSpec, FederationSpec, PlanSpec
 from huscf_lightning.data import DomainSpec, HuSCFDataModule
-from huscf_lightning.split.wire import Wire
 from huscf_lightning.engine.module import HuSCFGAN
 from huscf_lightning.nets import ReferenceDiscriminator, ReferenceGenerator
 from huscf_lightning.split import SplitNetwork
+from huscf_lightning.split.wire import Wire
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -12,10 +12,10 @@ from torch.utils.data import DataLoader, TensorDataset
 from huscf_lightning.callbacks import ClusteringRound, FederatedAggregation
 from huscf_lightning.config import ConfigError, EvaluationSpec, FederationSpec, PlanSpec
 from huscf_lightning.data import DomainSpec, HuSCFDataModule
-from huscf_lightning.split.wire import Wire
 from huscf_lightning.engine.module import HuSCFGAN
 from huscf_lightning.nets import BlockNetwork, LabelledBlock
 from huscf_lightning.split import SplitNetwork, valid_head_tails
+from huscf_lightning.split.wire import Wire
 
 
 class EmbedConcat(LabelledBlock):

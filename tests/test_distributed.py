@@ -21,8 +21,8 @@ from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 
 from huscf_lightning.config import ConfigError
 from huscf_lightning.engine.distributed import ClientShardedDDP, check_strategy, client_shard
-from huscf_lightning.split.wire import DOWN, UP, Wire
 from huscf_lightning.federation.averaging import average_states, partial_average_states
+from huscf_lightning.split.wire import DOWN, UP, Wire
 
 TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")
 ROOT = Path(__file__).resolve().parents[1]

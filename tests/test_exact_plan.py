@@ -17,6 +17,7 @@ from huscf_lightning.split.latency import LatencyModel
 from huscf_lightning.split.plan import shared_block_head_tails
 from huscf_lightning.split.profile import profile_gan
 from huscf_lightning.split.reference import REFERENCE_HEAD_TAILS, compare_spaces, reference_ga
+from huscf_lightning.split.selection import GanNetworks
 from huscf_lightning.split.source import build_plan
 
 ASSIGNMENT = ["d1", "d3", "d7", "d1", "d5"]
@@ -31,8 +32,7 @@ def _plan(source: str, shared_d_block: bool, **spec: object) -> tuple:
     return build_plan(
         PlanSpec(source=source, assignment=ASSIGNMENT, **spec),
         len(ASSIGNMENT),
-        ReferenceGenerator(),
-        ReferenceDiscriminator(),
+        GanNetworks(ReferenceGenerator(), ReferenceDiscriminator()),
         seed=0,
         shared_d_block=shared_d_block,
         progress_bar=False,
@@ -71,7 +71,7 @@ def test_a_fit_config_with_the_exact_plan_source_parses_and_builds(
     plan_section = yaml.safe_load(capsys.readouterr().out)["model"]["plan"]
     spec = PlanSpec(**plan_section)
     spec.validate()
-    plan, report = build_plan(spec, 5, ReferenceGenerator(), ReferenceDiscriminator(), seed=0, progress_bar=False)
+    plan, report = build_plan(spec, 5, GanNetworks(ReferenceGenerator(), ReferenceDiscriminator()), seed=0, progress_bar=False)
     assert spec.source == "exact" and plan.num_clients == 5
     assert report["latency_s"] == pytest.approx(exact_optimum(_model(ASSIGNMENT, True)).latency_s, rel=1e-9)
 

@@ -13,7 +13,7 @@ from huscf_lightning.__main__ import main
 from huscf_lightning.cli.lightning_cli import run_cli
 from huscf_lightning.nets import ReferenceDiscriminator, ReferenceGenerator
 from huscf_lightning.split import SplitPlan
-from huscf_lightning.split.selection import plan_latency
+from huscf_lightning.split.selection import GanNetworks, plan_latency
 
 TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")
 QUIET = [
@@ -64,7 +64,7 @@ def test_fit_lands_a_run_in_sqlite_mlflow(tmp_path: Path, monkeypatch: pytest.Mo
     assert any(a.endswith("last.ckpt") for a in artifacts)
     # a random plan gets its modeled latency too (at the run's batch size), so every run compares with GA runs
     plan = SplitPlan.from_json(Path(client.download_artifacts(run.info.run_id, "plan.json", str(tmp_path))).read_text())
-    expected = plan_latency(plan, ReferenceGenerator(), ReferenceDiscriminator(), seed=0, batch_size=8)["latency_s"]
+    expected = plan_latency(plan, GanNetworks(ReferenceGenerator(), ReferenceDiscriminator(), batch_size=8), seed=0)["latency_s"]
     assert metrics["plan/latency_s"] == pytest.approx(expected)
 
     # the saved run can be evaluated from its checkpoint alone

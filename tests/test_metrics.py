@@ -16,7 +16,9 @@ from huscf_lightning.callbacks.round import run_round_end
 from huscf_lightning.config import EvaluationSpec, FederationSpec
 from huscf_lightning.data import load_domain
 from huscf_lightning.data.datamodule import HuSCFDataModule
+from huscf_lightning.engine.module import HuSCFGAN
 from huscf_lightning.errors import ConfigError
+from huscf_lightning.federation.rounds import RoundState
 from huscf_lightning.metrics import (
     UTILITY_METRICS,
     UnknownMetricError,
@@ -29,8 +31,6 @@ from huscf_lightning.metrics import (
     generation_score,
     utility_csv,
 )
-from huscf_lightning.engine.module import HuSCFGAN
-from huscf_lightning.federation.rounds import RoundState
 
 
 # ----------------------------------------------------------------------------- generation score

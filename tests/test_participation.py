@@ -15,8 +15,8 @@ from huscf_lightning.callbacks.round import RoundCallback
 from huscf_lightning.cli.lightning_cli import run_cli
 from huscf_lightning.config import ConfigError, EvaluationSpec, FederationSpec, PlanSpec
 from huscf_lightning.data import DomainSpec, HuSCFDataModule
-from huscf_lightning.federation.participation import clients_per_round, draw_participants
 from huscf_lightning.engine.module import HuSCFGAN
+from huscf_lightning.federation.participation import clients_per_round, draw_participants
 from huscf_lightning.split.client_store import ClientStore, ClientStoreError
 
 TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")

@@ -18,8 +18,8 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
 from huscf_lightning.__main__ import main
-from huscf_lightning.engine.checkpoints import AtomicCheckpointIO
 from huscf_lightning.cli.lightning_cli import run_cli
+from huscf_lightning.engine.checkpoints import AtomicCheckpointIO
 from huscf_lightning.split import SplitPlan
 
 TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")

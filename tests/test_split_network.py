@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from huscf_lightning.split.wire import Wire
 from huscf_lightning.nets import NetworkError, ReferenceDiscriminator, ReferenceGenerator
 from huscf_lightning.split import SplitNetwork, valid_head_tails
+from huscf_lightning.split.wire import Wire
 
 
 def _inputs(name: str, batch: int) -> tuple[torch.Tensor, torch.Tensor]:

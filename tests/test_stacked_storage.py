@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from per_client_reference import PerClientSplitNetwork
 
-from huscf_lightning.split.wire import Wire
 from huscf_lightning.nets import ReferenceDiscriminator, ReferenceGenerator
 from huscf_lightning.split import SplitNetwork
 from huscf_lightning.split.chunked_adam import ChunkedAdam
 from huscf_lightning.split.stacked import RowCalls, stack_block
-
-from per_client_reference import PerClientSplitNetwork
+from huscf_lightning.split.wire import Wire
 
 CUTS = [(1, 1), (2, 1), (1, 2), (2, 2), (1, 1), (3, 1)]
 SIZES = [5, 5, 5, 5, 3, 5]  # client 4's batch has another shape: it runs on its own in the batched path

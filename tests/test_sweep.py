@@ -15,13 +15,14 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from optuna.trial import TrialState
 
-from huscf_lightning.cli import sweep as sweep_command
 from huscf_lightning.__main__ import main
+from huscf_lightning.cli import sweep as sweep_command
+from huscf_lightning.config import PlanSpec
+from huscf_lightning.engine.tracking import TrackingError
 from huscf_lightning.nets import ReferenceDiscriminator, ReferenceGenerator
 from huscf_lightning.split.plan import SplitPlan
-from huscf_lightning.split.selection import plan_latency, select_cuts
+from huscf_lightning.split.selection import GanNetworks, plan_latency, select_cuts
 from huscf_lightning.sweep import SweepError, load_sweep, prepare, sweep_from_mapping
-from huscf_lightning.engine.tracking import TrackingError
 
 
 def _stores(folder: Path) -> tuple[str, str]:
@@ -140,7 +141,7 @@ def test_two_trial_sweep_lands_in_optuna_and_as_nested_mlflow_runs(
         assert list(trial.values) == [pytest.approx(metrics["objective/fid"]), pytest.approx(metrics["objective/latency"])]
         # the latency objective is the modeled latency of the plan the run logged
         plan = SplitPlan.from_json(Path(client.download_artifacts(child.info.run_id, "plan.json", str(tmp_path))).read_text())
-        expected = plan_latency(plan, ReferenceGenerator(), ReferenceDiscriminator(), seed=0, batch_size=8)["latency_s"]
+        expected = plan_latency(plan, GanNetworks(ReferenceGenerator(), ReferenceDiscriminator(), batch_size=8), seed=0)["latency_s"]
         assert metrics["objective/latency"] == pytest.approx(metrics["plan/latency_s"]) == pytest.approx(expected)
         # the GA's settings are sampled (and logged) only in the trial that uses the GA
         assert ("model.plan.ga.generations" in trial.params) == (trial.params["model.plan.source"] == "ga")
@@ -298,18 +299,19 @@ def test_spec_mapping_errors_name_the_key() -> None:
 
 
 def test_plan_latency_of_a_ga_plan_equals_the_selection_latency() -> None:
-    generator, discriminator = ReferenceGenerator(), ReferenceDiscriminator()
-    selection = select_cuts(6, generator, discriminator, seed=3, ga={"population": 30, "generations": 20}, shared_d_block=True)
-    report = plan_latency(selection.plan, generator, discriminator, seed=3)
+    networks = GanNetworks(ReferenceGenerator(), ReferenceDiscriminator())
+    ga = PlanSpec(source="ga", ga={"population": 30, "generations": 20})
+    selection = select_cuts(6, networks, ga, seed=3, shared_d_block=True)
+    report = plan_latency(selection.plan, networks, seed=3)
     assert report["latency_s"] == pytest.approx(selection.latency_s, rel=1e-12)
     assert report["breakdown"] == selection.breakdown
     assert report["client_profiles"] == list(selection.client_profiles)
     assert report["client_busy_s"] == pytest.approx(list(selection.client_busy_s))
     # the exact optimum is no slower than any other plan over the same cut options
-    best = select_cuts(6, generator, discriminator, seed=3, exact=True, shared_d_block=True)
+    best = select_cuts(6, networks, PlanSpec(source="exact"), seed=3, shared_d_block=True)
     for seed in range(3):
         other = SplitPlan.random(6, 5, 5, seed, shared_block=True)
-        assert plan_latency(other, generator, discriminator, seed=3)["latency_s"] >= best.latency_s - 1e-12
+        assert plan_latency(other, networks, seed=3)["latency_s"] >= best.latency_s - 1e-12
 
 
 @pytest.mark.parametrize(

@@ -19,8 +19,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from optuna.trial import TrialState
 
-from huscf_lightning.cli import sweep as sweep_command
 from huscf_lightning.__main__ import main
+from huscf_lightning.cli import sweep as sweep_command
 from huscf_lightning.sweep.locks import StudyLocks
 from huscf_lightning.sweep.storage import open_storage, storage_key
 

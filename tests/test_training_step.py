@@ -7,13 +7,12 @@ import copy
 
 import lightning.pytorch as pl
 import torch
+from cgan_reference import assert_same_state, cgan_step
 
 from huscf_lightning.callbacks import ClusteringRound
 from huscf_lightning.config import EvaluationSpec, FederationSpec, PlanSpec
 from huscf_lightning.data import DomainSpec, HuSCFDataModule
 from huscf_lightning.engine.module import HuSCFGAN
-
-from cgan_reference import assert_same_state, cgan_step
 
 
 class FirstBatch(pl.Callback):

@@ -7,9 +7,9 @@ import io
 import pytest
 import torch
 
-from huscf_lightning.split.wire import DOWN, UP, Wire, WireError
 from huscf_lightning.nets import ReferenceGenerator
 from huscf_lightning.split import SplitNetwork
+from huscf_lightning.split.wire import DOWN, UP, Wire, WireError
 
 
 def test_byte_counts_equal_analytic_activation_sizes_both_ways() -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import lightning.pytorch as pl
 
 from huscf_lightning.callbacks.round import RoundCallback
-from huscf_lightning.engine.distributed import world_size
-from huscf_lightning.split.wire import DOWN, UP
-from huscf_lightning.federation.states import aggregate_network
-from huscf_lightning.federation.rounds import RoundState
+from huscf_lightning.collectives import world_size
 from huscf_lightning.engine.tracking import log_json, log_round_metrics
+from huscf_lightning.federation.rounds import RoundState
+from huscf_lightning.federation.states import aggregate_network
+from huscf_lightning.split.wire import DOWN, UP
 
 
 class FederatedAggregation(RoundCallback):

@@ -8,9 +8,9 @@ import lightning.pytorch as pl
 import torch
 
 from huscf_lightning.callbacks.round import RoundCallback
+from huscf_lightning.engine.tracking import log_json, log_round_metrics
 from huscf_lightning.federation.clustering import adjusted_rand, cluster_clients
 from huscf_lightning.federation.rounds import RoundState
-from huscf_lightning.engine.tracking import log_json, log_round_metrics
 
 log = logging.getLogger(__name__)
 

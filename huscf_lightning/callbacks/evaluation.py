@@ -15,7 +15,9 @@ import lightning.pytorch as pl
 
 from huscf_lightning.callbacks.round import RoundCallback
 from huscf_lightning.config import EvaluationSpec
+from huscf_lightning.engine.tracking import log_figure, log_json, log_round_metrics, log_text
 from huscf_lightning.errors import ConfigError
+from huscf_lightning.federation.rounds import RoundState
 from huscf_lightning.metrics.classifier import DEFAULT_CLASSIFIER_EPOCHS
 from huscf_lightning.metrics.round_evaluation import (
     GENERATION_METRICS,
@@ -25,8 +27,6 @@ from huscf_lightning.metrics.round_evaluation import (
 )
 from huscf_lightning.metrics.utility import UTILITY_METRICS
 from huscf_lightning.metrics.utility_report import evaluate_utility, format_utility_table, utility_csv
-from huscf_lightning.federation.rounds import RoundState
-from huscf_lightning.engine.tracking import log_figure, log_json, log_round_metrics, log_text
 
 log = logging.getLogger(__name__)
 

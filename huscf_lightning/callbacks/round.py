@@ -14,8 +14,8 @@ from typing import ClassVar
 
 import lightning.pytorch as pl
 
+from huscf_lightning.collectives import broadcast_object, world_size
 from huscf_lightning.errors import ConfigError
-from huscf_lightning.engine.distributed import broadcast_object, world_size
 from huscf_lightning.federation.rounds import RoundState
 
 # The order in which round callbacks act at a round end.

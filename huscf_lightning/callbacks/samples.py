@@ -13,8 +13,8 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from huscf_lightning.callbacks.round import RoundCallback
-from huscf_lightning.federation.rounds import RoundState
 from huscf_lightning.engine.tracking import log_artifact_file
+from huscf_lightning.federation.rounds import RoundState
 
 _DPI = 100
 

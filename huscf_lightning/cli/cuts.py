@@ -12,8 +12,9 @@ import argparse
 import json
 import sys
 
+from huscf_lightning.config import PlanSpec
 from huscf_lightning.nets import ReferenceDiscriminator, ReferenceGenerator
-from huscf_lightning.split.selection import CutSelection, select_cuts
+from huscf_lightning.split.selection import CutSelection, GanNetworks, select_cuts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,19 +76,19 @@ def run(args: argparse.Namespace) -> int:
         ga["generations"] = args.generations
     if args.population is not None:
         ga["population"] = args.population
-    assignment = args.assignment.split(",") if args.assignment else None
+    spec = PlanSpec(
+        source="exact" if args.exact else "ga",
+        profiles=args.profiles,
+        assignment=args.assignment.split(",") if args.assignment else None,
+        ga=ga,
+    )
     selection = select_cuts(
         args.clients,
-        ReferenceGenerator(),
-        ReferenceDiscriminator(),
-        profiles=args.profiles,
-        assignment=assignment,
+        GanNetworks(ReferenceGenerator(), ReferenceDiscriminator(), batch_size=args.batch_size),
+        spec,
         seed=args.seed,
-        ga=ga,
-        batch_size=args.batch_size,
-        exact=args.exact,
-        progress_bar=sys.stderr.isatty() if args.progress is None else args.progress,
         shared_d_block=args.shared_d_block,
+        progress_bar=sys.stderr.isatty() if args.progress is None else args.progress,
     )
     if args.json:
         sys.stdout.write(json.dumps(selection.to_dict(), indent=2) + "\n")

@@ -7,11 +7,11 @@ import importlib
 import sys
 from pathlib import Path
 
-from huscf_lightning.engine.checkpoints import read_checkpoint
-from huscf_lightning.errors import ConfigError
 from huscf_lightning.data import HuSCFDataModule
-from huscf_lightning.metrics.utility_report import evaluate_utility, format_utility_table, utility_csv
+from huscf_lightning.engine.checkpoints import read_checkpoint
 from huscf_lightning.engine.module import HuSCFGAN
+from huscf_lightning.errors import ConfigError
+from huscf_lightning.metrics.utility_report import evaluate_utility, format_utility_table, utility_csv
 from huscf_lightning.nets import BlockNetwork
 
 

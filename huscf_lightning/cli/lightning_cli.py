@@ -19,14 +19,14 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.entities import RunStatus
 
-from huscf_lightning.engine.checkpoints import AtomicCheckpointIO, RoundCheckpoint, read_checkpoint
+from huscf_lightning.cli.preflight import check_before_run
 from huscf_lightning.config import check_optimiser_settings
-from huscf_lightning.errors import ConfigError
 from huscf_lightning.data import HuSCFDataModule
+from huscf_lightning.engine.checkpoints import AtomicCheckpointIO, RoundCheckpoint, read_checkpoint
 from huscf_lightning.engine.distributed import shard_clients_over_processes
 from huscf_lightning.engine.module import HuSCFGAN
-from huscf_lightning.cli.preflight import check_before_run
 from huscf_lightning.engine.tracking import check_tracking_uri, log_text, mlflow_logger, open_store
+from huscf_lightning.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

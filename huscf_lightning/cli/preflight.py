@@ -6,10 +6,10 @@ classes are built and before ``trainer.fit`` (where the logger creates the run).
 
 from __future__ import annotations
 
-from huscf_lightning.engine.checkpoints import read_checkpoint
-from huscf_lightning.errors import ConfigError
 from huscf_lightning.data import HuSCFDataModule
+from huscf_lightning.engine.checkpoints import read_checkpoint
 from huscf_lightning.engine.module import HuSCFGAN
+from huscf_lightning.errors import ConfigError
 from huscf_lightning.split import SplitPlan
 
 

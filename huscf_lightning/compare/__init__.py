@@ -7,7 +7,6 @@ from huscf_lightning.compare.charts import metric_figure, metric_figures
 from huscf_lightning.compare.prepare import BUDGET_KEYS, PreparedComparison, method_problem, prepare
 from huscf_lightning.compare.runner import CellOutcome, ComparisonResult, run_comparison
 from huscf_lightning.compare.spec import (
-    METHOD_NAMES,
     Cell,
     CompareError,
     CompareSpec,
@@ -31,7 +30,6 @@ from huscf_lightning.compare.table import (
 
 __all__ = [
     "BUDGET_KEYS",
-    "METHOD_NAMES",
     "METRICS",
     "Cell",
     "CellOutcome",

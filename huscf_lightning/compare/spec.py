@@ -19,11 +19,12 @@ from typing import Any
 import yaml
 
 from huscf_lightning.errors import HuSCFError
+from huscf_lightning.federation.strategy import known_strategies
 from huscf_lightning.sweep.fit_config import resolve_base_config
 
-# The methods the fit knows by name (model.federation.mode): the baselines and the split variants (kld_clustered =
-# HuSCF-GAN). A strategy a user registers is a method too; give it as {name: {model.federation.mode: ...}}.
-METHOD_NAMES = ("centralized", "local", "fedgan", "md_gan", "fedavg", "clustered", "kld_clustered")
+# A method named alone is a registered strategy (`known_strategies`: the baselines, the split variants with
+# kld_clustered = HuSCF-GAN, and any a user registered before the comparison runs); one given by class path
+# goes in a mapping, {name: {model.federation.mode: pkg.module.Class}}.
 SPEC_KEYS = ("name", "methods", "scenarios", "seeds", "base_config", "fixed", "ours", "tracking_uri", "experiment_name")
 
 
@@ -126,11 +127,12 @@ class CompareSpec:
 def _methods(entry: object, where: str) -> tuple[Method, ...]:
     """Methods from a list of names (each becomes ``{model.federation.mode: NAME}``) or a mapping name -> overrides."""
     if isinstance(entry, list):
-        unknown = [n for n in entry if n not in METHOD_NAMES]
+        known = known_strategies()
+        unknown = [n for n in entry if n not in known]
         if unknown:
-            hints = {str(n): difflib.get_close_matches(str(n), METHOD_NAMES, n=1) or "none" for n in unknown}
+            hints = {str(n): difflib.get_close_matches(str(n), known, n=1) or "none" for n in unknown}
             raise CompareError(
-                f"{where}: unknown method(s) {unknown} (close: {hints}). Name methods among {list(METHOD_NAMES)}, "
+                f"{where}: unknown method(s) {unknown} (close: {hints}). Name methods among {known}, "
                 f"or give a mapping of your own names to fit overrides, e.g. {{mine: {{model.federation.mode: fedavg}}}}."
             )
         if len(set(entry)) != len(entry):
@@ -145,7 +147,7 @@ def _methods(entry: object, where: str) -> tuple[Method, ...]:
             )
         return tuple(Method(str(name), dict(overrides or {})) for name, overrides in entry.items())
     raise CompareError(
-        f"{where}: methods must be a list of method names {list(METHOD_NAMES)} or a mapping of names to fit "
+        f"{where}: methods must be a list of method names {known_strategies()} or a mapping of names to fit "
         f"overrides; got {entry!r}."
     )
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from huscf_lightning.engine.distributed import gather_objects
+from huscf_lightning.collectives import gather_objects
 from huscf_lightning.split.network import SplitNetwork
 
 STACKS = "client_stacks."

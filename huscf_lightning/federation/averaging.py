@@ -47,7 +47,7 @@ def partial_average_states(
     ``stacked`` holding only their rows: floating tensors their weighted sum, integer counters their largest
     count (the smallest integer where a row weighs none of them). Summing the floating parts and taking the
     largest integer parts over shards of the clients gives `average_states`: how ranks that each hold some
-    clients average them (`huscf_lightning.engine.distributed`)."""
+    clients average them (`huscf_lightning.collectives`)."""
     _check_weights(weights)
     part = weights[:, columns.to(weights.device)]
     return {name: _average_one(name, tensor, part) for name, tensor in stacked.items()}

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from huscf_lightning.engine.distributed import max_, sum_
+from huscf_lightning.collectives import max_, sum_
 from huscf_lightning.federation.averaging import average_states, partial_average_states
 from huscf_lightning.federation.weights import AggregationWeights
 from huscf_lightning.split.client_store import StateKey

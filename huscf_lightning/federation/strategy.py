@@ -7,21 +7,24 @@ come from it), whether these clients can run it at all, and the aggregation weig
 (warm-up included). In the spirit of Flower's ``Strategy``: a new rule is one subclass, registered
 by name with `register_strategy`, or named by its class path in ``federation.mode``.
 
-A method is a placement plus a strategy: HuSCF-GAN and its ablations split every client's networks
-(placement ``split``); the baselines the paper compares against put whole networks on one side
-(`SplitPlan.whole_networks`): FedGAN and local training on every client, MD-GAN's generator on the
-server with a discriminator per client, centralized training wholly on the server.
+A method is a strategy with its placement (`split.placement`): HuSCF-GAN and its ablations split every
+client's networks (`SPLIT`); the baselines the paper compares against put whole networks on one side:
+FedGAN and local training on every client (`ON_CLIENTS`), MD-GAN's generator on the server with a
+discriminator per client (`MD_GAN`), centralized training wholly on the server (`CENTRAL`). What a method
+changes in local training (a proximal term, say) is asked of it through `start_round` and `local_penalty`;
+the engine never compares a method's name.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
+from torch import Tensor
 
-from huscf_lightning.config import FederationSpec
 from huscf_lightning.errors import ConfigError
+from huscf_lightning.federation.rounds import RoundState
 from huscf_lightning.federation.weights import (
     AggregationWeights,
     clustered_aggregation,
@@ -29,7 +32,11 @@ from huscf_lightning.federation.weights import (
     fedavg_weights,
     kld_clustered_aggregation,
 )
-from huscf_lightning.federation.rounds import RoundState
+from huscf_lightning.split.placement import CENTRAL, MD_GAN, ON_CLIENTS, SPLIT, Placement
+
+if TYPE_CHECKING:
+    from huscf_lightning.config import FederationSpec
+    from huscf_lightning.split.network import SplitNetwork
 
 _REGISTRY: dict[str, type[FederationStrategy]] = {}
 
@@ -46,16 +53,24 @@ class FederationStrategy:
     name: ClassVar[str] = ""
     needs_clusters: ClassVar[bool] = False
     needs_features: ClassVar[bool] = False
-    placement: ClassVar[str] = "split"
+    placement: ClassVar[Placement] = SPLIT  # where the blocks live and what a step does because of it
     shares: ClassVar[str] = "cut-layer activations and their gradients"  # what leaves a client while training
     partial_participation: ClassVar[bool] = True
 
-    def __init__(self, spec: FederationSpec | None = None, seed: int = 0) -> None:
-        self.spec = spec or FederationSpec(mode=self.name or "fedavg")
+    def __init__(self, spec: FederationSpec, seed: int = 0) -> None:
+        self.spec = spec
         self.seed = seed
 
     def check_clients(self, num_clients: int) -> None:
         """Raise a `ConfigError` naming the fix when this strategy cannot run with ``num_clients`` clients."""
+
+    def start_round(self, round_index: int, networks: dict[str, SplitNetwork]) -> None:
+        """At the start of every round, its participants resident in ``networks`` (``"G"``, ``"D"``): e.g.
+        keep the weights a proximal term pulls towards. Nothing by default."""
+
+    def local_penalty(self, network: SplitNetwork) -> Tensor | None:
+        """A term added to ``network``'s loss (the sum over its clients) at every step, or None for none."""
+        return None
 
     def warming_up(self, round_index: int) -> bool:
         """The first ``warmup_rounds`` rounds are plain FedAvg whatever the strategy."""
@@ -117,7 +132,9 @@ def strategy_class(mode: str) -> type[FederationStrategy]:
 
 
 def build_strategy(spec: FederationSpec, seed: int = 0) -> FederationStrategy:
-    """The strategy of the config's federation section, for a run seeded with ``seed``."""
+    """The strategy of the config's federation section (checked: its mode, then its values), for a run
+    seeded with ``seed``."""
+    spec.validate()
     return strategy_class(spec.mode)(spec, seed)
 
 
@@ -183,7 +200,7 @@ class FedGAN(FedAvg):
     at every round end. No split, no server compute."""
 
     name = "fedgan"
-    placement = "client"
+    placement = ON_CLIENTS
     shares = "model weights at round ends"
 
 
@@ -192,7 +209,7 @@ class LocalOnly(FederationStrategy):
     """Every client trains a whole G and D on its own data and never communicates (the lower bound)."""
 
     name = "local"
-    placement = "client"
+    placement = ON_CLIENTS
     shares = "nothing"
 
     def round_weights(self, round: RoundState) -> dict[str, AggregationWeights | None]:
@@ -205,7 +222,7 @@ class Centralized(FederationStrategy):
     the clients' batches are one batch, the loss its mean, exactly an unsplit cGAN step."""
 
     name = "centralized"
-    placement = "central"
+    placement = CENTRAL
     shares = "raw data (images and labels)"
     partial_participation = False  # the data is uploaded once: every client is in every batch
 
@@ -221,7 +238,7 @@ class MDGAN(FederationStrategy):
     swapped between clients along a seeded random derangement (each client's D moves to another client)."""
 
     name = "md_gan"
-    placement = "md_gan"
+    placement = MD_GAN
     shares = "synthetic data (generated images and their labels, server to clients)"
     partial_participation = False  # the swap is a derangement over all the clients' discriminators
 

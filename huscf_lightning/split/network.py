@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from huscf_lightning.collectives import gather_objects, sync_batch_norms
 from huscf_lightning.compat import foreach_copy
-from huscf_lightning.split.wire import DOWN, UP, Wire
 from huscf_lightning.nets import BlockNetwork, NetworkError
 from huscf_lightning.split.client_store import ClientStore, StateKey
 from huscf_lightning.split.plan import check_head_tail, is_whole_network_cut
@@ -46,6 +46,7 @@ from huscf_lightning.split.stacked import (
     unstacked_row,
     with_tensors,
 )
+from huscf_lightning.split.wire import DOWN, UP, Wire
 
 
 @dataclass(frozen=True)
@@ -175,13 +176,11 @@ class SplitNetwork(nn.Module):
         return tensors
 
     def shard_server(self, input_shapes: Sequence[tuple[int, ...]]) -> None:
-        """Make the server blocks one replica of a server sharded over processes (`huscf_lightning.engine.distributed`):
+        """Make the server blocks one replica of a server sharded over processes (`huscf_lightning.collectives`):
         their batch norms use the statistics of every rank's batch, and every forward calls every server block,
         with an empty batch where no resident client uses it (``input_shapes``: each block's per-sample input
         shape), so all ranks take part in the same sums. The outputs of those calls are left in ``dangling`` after
         each forward: add ``0 * sum`` of them to the loss, so the backward runs their sums too."""
-        from huscf_lightning.engine.distributed import sync_batch_norms
-
         sync_batch_norms(self.server_blocks)
         self._empty_inputs = {j: tuple(input_shapes[j]) for j in range(self.num_blocks)}
 
@@ -343,8 +342,6 @@ class SplitNetwork(nn.Module):
         the round aggregated nothing. ``clients``: the round's clients, by default the resident ones; in a run
         sharded over processes every rank's (each rank holds a share of them), so that every rank's store learns
         every client's model and any rank can rebuild any client's path (evaluation)."""
-        from huscf_lightning.engine.distributed import gather_objects
-
         keys = self.store.keys
         clients = list(self.resident) if clients is None else list(clients)
         if groups is None:
@@ -450,7 +447,7 @@ class SplitNetwork(nn.Module):
         empty = torch.zeros(0, *self._empty_inputs[j], dtype=dtype, device=device, requires_grad=True)
         inputs = (empty, torch.zeros(0, dtype=torch.long, device=device)) if j == 0 else (empty,)
         # with its parameters detached: an unused block gets no gradient here, as in one process, so the optimiser
-        # skips it when no rank used it (`distributed.sum_gradients`); its buffers update in place
+        # skips it when no rank used it (`collectives.sum_gradients`); its buffers update in place
         detached = {name: p.detach() for name, p in block.named_parameters()}
         self.dangling_inputs.append(empty)
         self.dangling.append(torch.func.functional_call(block, detached, inputs))

@@ -7,21 +7,22 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from huscf_lightning.config import PlanSpec
+
 from .devices import ProfileSet, assign_profiles, load_profiles
 from .exhaustive import exact_optimum
 from .ga import GaSettings, run_ga
 from .latency import LatencyModel
+from .placement import placement_of
 from .plan import Cut, PlanError, SplitPlan
 from .profile import GanProfile, profile_gan
-from .whole_latency import whole_network_latency
 
 
 @dataclass(frozen=True)
@@ -77,24 +78,45 @@ class CutSelection:
         }
 
 
-def _network_attribute(net: nn.Module, name: str, given: int | None) -> int:
-    if given is not None:
-        return given
-    value = getattr(net, name, None)
-    if not isinstance(value, int):
-        raise PlanError(
-            f"Cannot tell the generator's {name}: {type(net).__name__} has no integer attribute "
-            f"`{name}`. Pass {name}=... to select_cuts."
-        )
-    return value
+@dataclass(frozen=True)
+class GanNetworks:
+    """The networks whose blocks the latency model profiles, and the batch they are profiled at.
+
+    ``z_dim``/``num_classes`` default to the generator's attributes of those names.
+    """
+
+    generator: nn.Module
+    discriminator: nn.Module
+    batch_size: int = 64
+    z_dim: int | None = None
+    num_classes: int | None = None
+
+    def profile(self) -> GanProfile:
+        """Per-block FLOPs and bytes of both networks at ``batch_size``."""
+        z_dim = self._attribute("z_dim", self.z_dim)
+        num_classes = self._attribute("num_classes", self.num_classes)
+        probe = copy.deepcopy(self.generator).eval()  # one sample's shape (D's input), from a private copy of G
+        with torch.no_grad():
+            out = probe(torch.zeros(2, z_dim), torch.arange(2) % num_classes)
+        image_shape = tuple(int(d) for d in out.shape[1:])
+        return profile_gan(self.generator, self.discriminator, self.batch_size, z_dim, image_shape, num_classes)
+
+    def _attribute(self, name: str, given: int | None) -> int:
+        if given is not None:
+            return given
+        value = getattr(self.generator, name, None)
+        if not isinstance(value, int):
+            raise PlanError(
+                f"Cannot tell the generator's {name}: {type(self.generator).__name__} has no integer attribute "
+                f"`{name}`. Pass GanNetworks({name}=...)."
+            )
+        return value
 
 
-def _image_shape(generator: nn.Module, z_dim: int, num_classes: int) -> tuple[int, ...]:
-    """Shape of one generated sample: the discriminator's input, from a private copy of G."""
-    probe = copy.deepcopy(generator).eval()
-    with torch.no_grad():
-        out = probe(torch.zeros(2, z_dim), torch.arange(2) % num_classes)
-    return tuple(int(d) for d in out.shape[1:])
+def _devices(spec: PlanSpec, num_clients: int, seed: int) -> tuple[ProfileSet, list[str]]:
+    """The plan section's device profiles and every client's device type (`assign_profiles`)."""
+    profile_set = spec.profiles if isinstance(spec.profiles, ProfileSet) else load_profiles(spec.profiles)
+    return profile_set, assign_profiles(num_clients, profile_set, seed, spec.assignment)
 
 
 def ga_search(
@@ -118,41 +140,30 @@ def ga_search(
 
 def select_cuts(
     num_clients: int,
-    generator: nn.Module,
-    discriminator: nn.Module,
-    profiles: str | Path | ProfileSet = "paper",
-    assignment: Sequence[str] | None = None,
+    networks: GanNetworks,
+    spec: PlanSpec,
     seed: int = 0,
-    ga: Mapping | None = None,
-    batch_size: int = 64,
-    exact: bool = False,
-    z_dim: int | None = None,
-    num_classes: int | None = None,
+    shared_d_block: bool = False,
     on_generation: Callable[[int, float], None] | None = None,
     progress_bar: bool = False,
-    shared_d_block: bool = False,
 ) -> CutSelection:
     """Choose every client's four cuts to minimise the modeled iteration latency.
 
-    ``profiles``: a profile file, a packaged name ("paper") or a loaded `ProfileSet`.
-    ``assignment``: a device name per client, else even with a seeded remainder. ``ga``: GA
-    settings (see `GaSettings`). ``exact``: use the exact optimum (`exact_optimum`, method auto)
-    instead of the GA. ``z_dim``/``num_classes`` default to the generator's attributes.
-    ``shared_d_block``: only D cuts that leave one block common to every client on the server
-    (clustered aggregation reads its features there).
+    From the plan section ``spec``: its device ``profiles`` (a file, a packaged name such as "paper", or a
+    loaded `ProfileSet`), the clients' device names in ``assignment`` (else even with a seeded remainder),
+    and the search: ``source: exact`` for the exact optimum (`exact_optimum`, method auto), else the GA with
+    the ``ga`` settings (see `GaSettings`). ``shared_d_block``: only D cuts that leave one block common to
+    every client on the server (clustered aggregation reads its features there).
     """
-    profile_set = profiles if isinstance(profiles, ProfileSet) else load_profiles(profiles)
-    client_profiles = assign_profiles(num_clients, profile_set, seed, assignment)
-    z_dim = _network_attribute(generator, "z_dim", z_dim)
-    num_classes = _network_attribute(generator, "num_classes", num_classes)
-    image_shape = _image_shape(generator, z_dim, num_classes)
-    gan = profile_gan(generator, discriminator, batch_size, z_dim, image_shape, num_classes)
+    profile_set, client_profiles = _devices(spec, num_clients, seed)
+    gan = networks.profile()
+    exact = spec.source == "exact"
     model = LatencyModel.build(gan, profile_set, client_profiles, shared_d_block)
     if exact:
         found = exact_optimum(model)
         g_genes, d_genes, search, method = found.g_genes, found.d_genes, found.to_dict(), f"exact ({found.method})"
     else:
-        settings = GaSettings.from_mapping(ga)
+        settings = GaSettings.from_mapping(spec.ga)
         g_genes, d_genes, search = ga_search(model, settings, seed, on_generation, progress_bar)
         method = "ga"
     g_options, d_options = model.generator.options, model.discriminator.options
@@ -172,34 +183,19 @@ def select_cuts(
     )
 
 
-def plan_latency(
-    plan: SplitPlan,
-    generator: nn.Module,
-    discriminator: nn.Module,
-    profiles: str | Path | ProfileSet = "paper",
-    assignment: Sequence[str] | None = None,
-    seed: int = 0,
-    batch_size: int = 64,
-    z_dim: int | None = None,
-    num_classes: int | None = None,
-) -> dict:
+def plan_latency(plan: SplitPlan, networks: GanNetworks, spec: PlanSpec | None = None, seed: int = 0) -> dict:
     """Modeled iteration latency of any given plan (random, explicit, GA, or a baseline's whole-network
-    placement: `whole_latency`) under the device profiles.
+    placement, whose own model `Placement.latency` gives) under the plan section's device profiles.
 
-    Clients get their device types exactly as `select_cuts` assigns them for the same ``profiles``,
-    ``assignment`` and ``seed``, so a GA plan scores its own ``latency_s`` and other plans are
-    comparable with it. Returns ``latency_s``, the per-phase ``breakdown``, ``client_profiles`` and
-    ``client_busy_s``.
+    Clients get their device types exactly as `select_cuts` assigns them for the same ``spec`` and
+    ``seed``, so a GA plan scores its own ``latency_s`` and other plans are comparable with it. Returns
+    ``latency_s``, the per-phase ``breakdown``, ``client_profiles`` and ``client_busy_s``.
     """
-    profile_set = profiles if isinstance(profiles, ProfileSet) else load_profiles(profiles)
-    client_profiles = assign_profiles(plan.num_clients, profile_set, seed, assignment)
-    z_dim = _network_attribute(generator, "z_dim", z_dim)
-    num_classes = _network_attribute(generator, "num_classes", num_classes)
-    image_shape = _image_shape(generator, z_dim, num_classes)
-    gan = profile_gan(generator, discriminator, batch_size, z_dim, image_shape, num_classes)
-    if plan.placement != "split":  # a baseline's whole networks on one side
-        report = whole_network_latency(plan.placement, gan, profile_set, client_profiles)
-        return {**report, "client_profiles": list(client_profiles)}
+    profile_set, client_profiles = _devices(spec or PlanSpec(), plan.num_clients, seed)
+    gan = networks.profile()
+    whole = placement_of(plan).latency(gan, profile_set, client_profiles)
+    if whole is not None:
+        return {**whole, "client_profiles": list(client_profiles)}
     if (gan.generator.num_blocks, gan.discriminator.num_blocks) != (plan.g_blocks, plan.d_blocks):
         raise PlanError(
             f"The plan cuts networks of {plan.g_blocks} (G) and {plan.d_blocks} (D) blocks, but the given networks "

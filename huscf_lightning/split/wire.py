@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from huscf_lightning.engine.distributed import gather_objects, world_size
+from huscf_lightning.collectives import gather_objects, world_size
 from huscf_lightning.errors import HuSCFError
 
 UP = "up"  # client -> server

@@ -15,8 +15,8 @@ from jsonargparse import Namespace
 
 from huscf_lightning.cli.lightning_cli import DEFAULT_CONFIG, HuSCFCLI, config_keys
 from huscf_lightning.data import HuSCFDataModule
-from huscf_lightning.errors import HuSCFError
 from huscf_lightning.engine.module import HuSCFGAN
+from huscf_lightning.errors import HuSCFError
 from huscf_lightning.split.ga import GaSettings
 
 from .errors import SweepError
