@@ -1,46 +1,21 @@
-"""Typed sections of the run configuration (LightningCLI reads them from YAML and the command line)."""
+"""Typed sections of the run configuration (LightningCLI reads them from YAML and the command line).
+
+The plan section's `PlanSpec` lives with the split (`split.plan`), which reads it; it is importable from here
+as every section is."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from huscf_lightning.errors import ConfigError
 from huscf_lightning.federation.strategy import strategy_class
+from huscf_lightning.split.plan import PLAN_SOURCES, PlanSpec
 
-PLAN_SOURCES = ("uniform", "explicit", "random", "ga", "exact")
+__all__ = ["PLAN_SOURCES", "EvaluationSpec", "FederationSpec", "PlanSpec", "check_optimiser_settings"]
+
 EVALUATION_METRICS = ("score", "fid", "kid")
-
-
-@dataclass
-class PlanSpec:
-    """Where the split plan comes from.
-
-    - ``uniform``: every client gets ``cut`` ([g_head, g_tail, d_head, d_tail]).
-    - ``explicit``: ``cuts`` lists one cut per client.
-    - ``random``: a random valid cut per client, from the run's seed.
-    - ``ga``: the genetic algorithm over device ``profiles`` (a YAML path or ``paper``), with the
-      clients' device names in ``assignment`` (default: even, seeded), and GA settings in ``ga``.
-    - ``exact``: the provably optimal cuts for the same latency model, ``profiles`` and
-      ``assignment`` (enumeration of device-type counts, or a MILP); ``ga`` settings are not used.
-    """
-
-    source: Literal["uniform", "explicit", "random", "ga", "exact"] = "random"
-    cut: list[int] = field(default_factory=lambda: [1, 1, 1, 1])
-    cuts: list[list[int]] | None = None
-    profiles: str = "paper"
-    assignment: list[str] | None = None
-    ga: dict | None = None
-
-    def validate(self) -> None:
-        """Raise a `ConfigError` naming the fix (LightningCLI already checks the Literal types)."""
-        if self.source not in PLAN_SOURCES:
-            raise ConfigError(
-                f"Unknown plan source {self.source!r}. Use one of {', '.join(PLAN_SOURCES)} "
-                f"(e.g. --model.plan.source=ga)."
-            )
 
 
 @dataclass

@@ -41,7 +41,23 @@ def require_domain_data(trainer: pl.Trainer, who: str) -> None:
         )
 
 
-class GenerationEvaluation(RoundCallback):
+class _DomainEvaluation(RoundCallback):
+    """What both evaluation callbacks share: the evaluate stage, once on rank 0, the run's `EvaluationSpec` and
+    seed, and a datamodule that gives the domains' real data (checked when fit starts)."""
+
+    stage = "evaluate"
+    every_rank = False  # once, on rank 0, in a run sharded over processes
+
+    def __init__(self, spec: EvaluationSpec, seed: int, every_n_rounds: int = 1) -> None:
+        super().__init__(every_n_rounds)
+        self.spec = spec
+        self.seed = seed
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        require_domain_data(trainer, type(self).__name__)
+
+
+class GenerationEvaluation(_DomainEvaluation):
     """Every ``spec.every_n_rounds`` rounds and at the final round: generation score (and FID/KID) of every domain.
 
     ``spec`` is the run's ``EvaluationSpec`` (checked here; it needs at least one metric), handed on
@@ -56,27 +72,16 @@ class GenerationEvaluation(RoundCallback):
     and the history as JSON are logged.
     """
 
-    stage = "evaluate"
-    every_rank = False  # once, on rank 0, in a run sharded over processes
-
-    def __init__(
-        self,
-        spec: EvaluationSpec | None = None,
-        *,
-        seed: int = 0,
-        batch_size: int = 500,
-        classifier_epochs: int = DEFAULT_CLASSIFIER_EPOCHS,
-    ) -> None:
+    def __init__(self, spec: EvaluationSpec | None = None, *, seed: int = 0, batch_size: int = 500,
+                 classifier_epochs: int = DEFAULT_CLASSIFIER_EPOCHS) -> None:
         spec = spec or EvaluationSpec()
         metrics = checked_generation_metrics(spec)
         if not metrics:
             raise ConfigError(f"GenerationEvaluation needs at least one metric among {list(GENERATION_METRICS)}.")
         if batch_size < 1:
             raise ConfigError(f"GenerationEvaluation needs batch_size >= 1; got {batch_size}.")
-        super().__init__(spec.every_n_rounds)
-        self.spec = spec
+        super().__init__(spec, seed, spec.every_n_rounds)
         self.metrics = metrics
-        self.seed = seed
         self.batch_size = batch_size
         self.classifier_epochs = classifier_epochs
         self._evaluator: GenerationEvaluator | None = None
@@ -93,7 +98,7 @@ class GenerationEvaluation(RoundCallback):
         self.history = [dict(row) for row in state_dict["history"]]
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        require_domain_data(trainer, type(self).__name__)
+        super().on_fit_start(trainer, pl_module)
         self._evaluator = self._new_evaluator(trainer)  # one per fit: the real statistics are this fit's data
 
     def acts_on(self, round: RoundState) -> bool:
@@ -141,7 +146,7 @@ class GenerationEvaluation(RoundCallback):
         )
 
 
-class UtilityEvaluation(RoundCallback):
+class UtilityEvaluation(_DomainEvaluation):
     """At the end of training: utility of each domain's generated data (see ``metrics.evaluate_utility``).
 
     ``spec`` is the run's ``EvaluationSpec`` (checked here): ``utility_samples`` generated samples
@@ -151,17 +156,8 @@ class UtilityEvaluation(RoundCallback):
     round, a ``utility.csv`` artifact and the table at INFO; the rows stay in ``self.results``.
     """
 
-    stage = "evaluate"
-    every_rank = False  # once, on rank 0, in a run sharded over processes
-
-    def __init__(
-        self,
-        spec: EvaluationSpec | None = None,
-        *,
-        seed: int = 0,
-        batch_size: int = 64,
-        generation_batch_size: int = 500,
-    ) -> None:
+    def __init__(self, spec: EvaluationSpec | None = None, *, seed: int = 0, batch_size: int = 64,
+                 generation_batch_size: int = 500) -> None:
         spec = spec or EvaluationSpec()
         spec.validate()
         if spec.utility_samples < 1 or batch_size < 1 or generation_batch_size < 1:
@@ -170,16 +166,11 @@ class UtilityEvaluation(RoundCallback):
                 f"sizes; got utility_samples={spec.utility_samples}, batch_size={batch_size}, "
                 f"generation_batch_size={generation_batch_size}."
             )
-        super().__init__()
-        self.spec = spec
-        self.seed = seed
+        super().__init__(spec, seed)
         self.batch_size = batch_size
         self.generation_batch_size = generation_batch_size
         self.results: list[dict[str, float | int | str]] = []
         self._last_round = 0
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        require_domain_data(trainer, type(self).__name__)
 
     def on_round_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, round: RoundState) -> None:
         self._last_round = round.index

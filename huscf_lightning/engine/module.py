@@ -1,13 +1,9 @@
 """HuSCFGAN: the LightningModule that trains one conditional GAN across all clients in lock-step.
 
-One training step is one iteration of METHOD.md for every client at once: G forward (client
-head -> server -> client tail), a D step on detached fakes and on reals, then a G step through D.
-Losses are summed over clients; one Adam covers all D parts and one all G parts. What a method changes
-in the step (which labels the fakes get, how they reach D, how losses are normalised, a local penalty)
-is asked of its federation strategy and placement; who the clients are, which process holds them and
-who takes part is the roster's (`engine.roster`); the optimisers and the checkpoint section have their
-own modules. At the end of a round's last epoch the module opens a `RoundState` and runs the round
-callbacks over it in stage order (`callbacks.round.run_round_end`).
+A training step is one iteration of METHOD.md for every client at once: G forward (client head -> server
+-> client tail), a D step on detached fakes and on reals, then a G step through D, the losses summed over
+clients. What a method changes in it is asked of its strategy and placement; the clients and processes are
+the roster's (`engine.roster`). A round's end opens a `RoundState` for the round callbacks.
 """
 
 from __future__ import annotations
@@ -27,12 +23,11 @@ from huscf_lightning.engine.losses import SampleWeights, client_bce, nothing
 from huscf_lightning.engine.roster import ClientRoster, check_processes, client_datamodule
 from huscf_lightning.engine.templates import NetworkTemplates
 from huscf_lightning.errors import ConfigError
-from huscf_lightning.federation.rounds import RoundState
+from huscf_lightning.federation.rounds import RoundSchedule
 from huscf_lightning.federation.strategy import FederationStrategy, build_strategy
 from huscf_lightning.nets import BlockNetwork, ReferenceDiscriminator, ReferenceGenerator
 from huscf_lightning.split.network import ServerActivation, SplitNetwork
 from huscf_lightning.split.plan import SplitPlan
-from huscf_lightning.split.selection import GanNetworks
 from huscf_lightning.split.source import build_plan
 from huscf_lightning.split.wire import Wire
 
@@ -42,12 +37,10 @@ log = logging.getLogger(__name__)
 class HuSCFGAN(pl.LightningModule):
     """Heterogeneous U-shaped split + clustered federated training of a conditional GAN.
 
-    The clients (their domains and dataset sizes) come from the datamodule at ``setup``, or from
-    `configure_clients` when used without one. A run is ``rounds * local_epochs`` epochs: set
-    ``Trainer(max_epochs=model.max_epochs)`` (the CLI does it for you). ``batch_clients``: compute
-    the clients that run the same block on their own copies in one ``torch.func.vmap`` call (True),
-    one by one (False), or by device (None: batched on a GPU, where an 80-client step takes half the
-    time, one by one on a CPU, where batching is slower); False also suits blocks vmap cannot run.
+    The clients come from the datamodule at ``setup``, or from `configure_clients`. A run is ``rounds *
+    local_epochs`` epochs: ``Trainer(max_epochs=model.max_epochs)`` (the CLI sets it). ``batch_clients``: run
+    the clients' copies of a block in one ``torch.func.vmap`` call (True), one by one (False), or by device
+    (None: batched on a GPU, one by one on a CPU, where batching is slower).
     """
 
     def __init__(
@@ -81,14 +74,15 @@ class HuSCFGAN(pl.LightningModule):
         self.automatic_optimization = False
         self.templates = NetworkTemplates(
             generator if generator is not None else ReferenceGenerator(z_dim, num_classes),
-            discriminator if discriminator is not None else ReferenceDiscriminator(num_classes),
+            discriminator if discriminator is not None else ReferenceDiscriminator(num_classes), z_dim, num_classes,
         )
         self.plan_spec, self.federation = plan or PlanSpec(), federation or FederationSpec()
         self.evaluation = evaluation or EvaluationSpec()
         self.plan_spec.validate()
         self.evaluation.validate()
         self.strategy: FederationStrategy = build_strategy(self.federation, seed)  # checks the federation section
-        self.rounds, self.local_epochs, self.z_dim, self.num_classes = rounds, local_epochs, z_dim, num_classes
+        self.schedule = RoundSchedule(rounds, local_epochs)
+        self.z_dim, self.num_classes = z_dim, num_classes
         self.seed, self.batch_clients = seed, batch_clients
         self.wire = Wire()
         self.roster: ClientRoster | None = None
@@ -105,7 +99,9 @@ class HuSCFGAN(pl.LightningModule):
     # ----------------------------------------------------------------- clients and networks
     generator_template = property(lambda self: self.templates.generator, doc="The unsplit generator.")
     discriminator_template = property(lambda self: self.templates.discriminator, doc="The unsplit discriminator.")
-    max_epochs = property(lambda self: self.rounds * self.local_epochs, doc="rounds x local_epochs.")
+    rounds = property(lambda self: self.schedule.rounds)
+    local_epochs = property(lambda self: self.schedule.local_epochs)
+    max_epochs = property(lambda self: self.schedule.max_epochs, doc="rounds x local_epochs.")
     plan = property(lambda self: self.roster.plan if self.roster else None, doc="The clients' `SplitPlan`.")
     client_domains = property(lambda self: self.roster.client_domains if self.roster else [], doc="Per client.")
     client_sizes = property(lambda self: self.roster.client_sizes if self.roster else [], doc="Per client.")
@@ -125,23 +121,19 @@ class HuSCFGAN(pl.LightningModule):
         batch_size: int = 64,
         progress_bar: bool = True,
     ) -> None:
-        """Build the roster, the plan and the split networks for these clients (idempotent for the same
-        clients), and check the method can run on them; every error here comes before training.
-
-        ``batch_size`` is the per-client training batch: the latency model profiles the blocks at it.
-        ``progress_bar``: a GA plan shows its progress per generation.
-        """
+        """Build the roster, the plan and the split networks for these clients (idempotent for the same clients),
+        checking the method can run on them, before training. ``batch_size``: the per-client batch, at which the
+        latency model profiles the blocks; ``progress_bar``: a GA plan's, per generation."""
         if self.roster is not None:
             self.roster.check_same(client_domains, client_sizes)
             return
         roster = ClientRoster(client_domains, client_sizes, self.federation.participation, self.seed, self._world)
         roster.check_method(self.strategy)
-        self.templates.check(self.z_dim, self.num_classes)
+        self.templates.check()
         if plan is None:
-            networks = GanNetworks(self.generator_template, self.discriminator_template, batch_size, self.z_dim,
-                                   self.num_classes)
+            networks, strategy = self.templates.networks(batch_size), self.strategy
             plan, self.plan_report = build_plan(self.plan_spec, roster.num_clients, networks, self.seed,
-                                                self.strategy.needs_features, progress_bar, self.strategy.placement)
+                                                strategy.needs_features, progress_bar, strategy.placement)
         G, D = roster.split_networks(plan, self.templates, self.wire, self.batch_clients)
         self._feature_block = clustering_feature_block(self.strategy, D, plan)
         self.roster, self.G, self.D = roster, G, D
@@ -158,22 +150,17 @@ class HuSCFGAN(pl.LightningModule):
         if self.roster is None:
             datamodule = client_datamodule(self._trainer, stage, self.num_classes)
             check_processes(self.trainer, len(datamodule.client_domains), self.federation.participation)
-            self.configure_clients(datamodule.client_domains, datamodule.client_sizes, batch_size=datamodule.batch_size,
+            self.configure_clients(datamodule.client_domains, datamodule.client_sizes, plan=None,
+                                   batch_size=datamodule.batch_size,
                                    progress_bar=self.trainer.progress_bar_callback is not None)
         else:
             check_processes(self.trainer, self.num_clients, self.federation.participation)
-        if self.roster.shard((self.G, self.D), lambda: self.templates.block_input_shapes(self.z_dim, self.num_classes)):
+        if self.roster.shard((self.G, self.D), self.templates.block_input_shapes):
             self._g_params = None
 
     def on_fit_start(self) -> None:
         """Refuse a Trainer length that is not this model's rounds: a partial round would never be aggregated."""
-        trainer = self.trainer
-        if trainer.max_steps == -1 and trainer.max_epochs != self.max_epochs:
-            raise ConfigError(
-                f"The Trainer runs max_epochs={trainer.max_epochs} but this model trains rounds={self.rounds} x "
-                f"local_epochs={self.local_epochs} = {self.max_epochs} epochs; use "
-                "Trainer(max_epochs=model.max_epochs) (the CLI sets it from model.rounds)."
-            )
+        self.schedule.check_trainer(self.trainer.max_epochs, self.trainer.max_steps)
 
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
         """One Adam over all G copies and one over all D copies (`engine.optimisers`)."""
@@ -191,30 +178,21 @@ class HuSCFGAN(pl.LightningModule):
         """At a round's first epoch: with partial participation make the round's participants resident (the
         previous ones went to the store at the last round end) with fresh optimiser state, as a federated
         client builds its optimiser when selected; then let the method start its round."""
-        if self.trainer.current_epoch % self.local_epochs:
+        if not self.schedule.is_round_start(self.trainer.current_epoch):
             return
-        if self.partial_participation:
-            drawn = self.roster.draw(self.current_round)
-            self.G.set_resident(self.roster.share(drawn))  # a sharded run: each rank holds its share of them
-            self.D.set_resident(self.roster.share(drawn))
-            fresh = list(self.configure_optimizers())
-            optimisers.carry_state(self.trainer.strategy.optimizers, fresh)
-            self.trainer.strategy.optimizers = fresh
+        if self.roster.start_round(self.current_round, (self.G, self.D)):
+            optimisers.replace(self.trainer.strategy, self.configure_optimizers())
             self._g_params = None
-            log.info("round %d: clients %s take part", self.current_round, list(drawn))
         self.strategy.start_round(self.current_round, {"G": self.G, "D": self.D})
 
     def is_round_end(self, trainer: pl.Trainer) -> bool:
         """True during the last epoch of a round (callbacks act in its on_train_epoch_end)."""
-        return (trainer.current_epoch + 1) % self.local_epochs == 0
+        return self.schedule.is_round_end(trainer.current_epoch)
 
     @property
     def current_round(self) -> int:
         """1-based index of the round in progress (the completed round's, at its end and after training)."""
-        epoch, last = self.trainer.current_epoch, self.trainer.max_epochs
-        if last is not None and last > 0:
-            epoch = min(epoch, last - 1)  # after fit, Lightning's epoch counter sits one past the last epoch
-        return epoch // self.local_epochs + 1
+        return self.schedule.round_of(self.trainer.current_epoch, self.trainer.max_epochs)
 
     def on_train_epoch_end(self) -> None:
         """At a round's end: open its `RoundState` and run the round callbacks over it, in stage order."""
@@ -222,15 +200,11 @@ class HuSCFGAN(pl.LightningModule):
             return
         from huscf_lightning.callbacks.round import run_round_end
 
-        features = None
-        if self._feature_block is not None:
-            features = round_features(self._round_activation, len(self.G.resident), self.sharded)
-            self._round_activation = None
+        keeps = self._feature_block is not None
+        features = round_features(self._round_activation, len(self.G.resident), self.sharded) if keeps else None
+        self._round_activation = None
         last = self.current_round == self.trainer.max_epochs // self.local_epochs
-        clients = list(self.participants)
-        state = RoundState(self.current_round, [self.client_domains[i] for i in clients],
-                           [self.client_sizes[i] for i in clients], last, features, clients=clients)
-        run_round_end(self.trainer, self, state)
+        run_round_end(self.trainer, self, self.roster.round_state(self.current_round, last, features))
 
     # ----------------------------------------------------------------- training
     def forward(self, z: Sequence[Tensor], labels: Sequence[Tensor]) -> list[Tensor]:
@@ -268,29 +242,27 @@ class HuSCFGAN(pl.LightningModule):
             else:
                 d_real = self.D(reals, labels)
         weights = self._sample_weights([x.shape[0] for x in reals], sum(round_sizes), self.device)
-        loss_d = client_bce(d_real, 1.0, weights) + client_bce(d_fake, 0.0, weights) + nothing(fake_dangling + self.D.dangling)
-        self._step(opt_d, self._with_penalty(loss_d, self.D), self.D)
+        loss_d = client_bce(d_real, 1.0, weights) + client_bce(d_fake, 0.0, weights)
+        loss_d = loss_d + nothing(fake_dangling + self.D.dangling)
+        self._step(opt_d, loss_d, self.D)
 
         loss_g = client_bce(self.D(fakes, fake_labels), 1.0, weights) + nothing(self.D.dangling + g_dangling)
         # a sharded run also names the empty-batch inputs: autograd prunes what leads to no input, and every rank
         # must run every server batch norm's backward sums, used by its clients or not
-        self._step(opt_g, self._with_penalty(loss_g, self.G), self.G, inputs=self._generator_parameters() + self.D.dangling_inputs + g_inputs)
+        self._step(opt_g, loss_g, self.G, self._generator_parameters() + self.D.dangling_inputs + g_inputs)
 
         k = len(round_clients)  # the mean over the round's clients: each rank's share, summed over ranks
         self.log_dict({"train/loss_d": loss_d.detach() / k, "train/loss_g": loss_g.detach() / k},
                       prog_bar=True, sync_dist=self.sharded, reduce_fx="sum")
 
-    def _step(self, optimizer: torch.optim.Optimizer, loss: Tensor, net: SplitNetwork, inputs: list[Tensor] | None = None) -> None:
-        """Backward, the server blocks' gradients summed over processes (a sharded run), one optimiser step."""
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss, inputs=inputs)
-        sum_gradients(net.server_blocks.parameters())
-        optimizer.step()
-
-    def _with_penalty(self, loss: Tensor, net: SplitNetwork) -> Tensor:
-        """The loss plus the method's local penalty for ``net``, when it has one."""
+    def _step(self, opt: torch.optim.Optimizer, loss: Tensor, net: SplitNetwork, inputs: list[Tensor] | None = None) -> None:
+        """``net``'s step on ``loss`` plus the method's local penalty: backward, the server blocks' gradients
+        summed over processes (a sharded run), one optimiser step."""
         penalty = self.strategy.local_penalty(net)
-        return loss if penalty is None else loss + penalty
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss if penalty is None else loss + penalty, inputs=inputs)
+        sum_gradients(net.server_blocks.parameters())
+        opt.step()
 
     def _generator_parameters(self) -> list[Tensor]:
         """Every G parameter (client copies and server blocks), listed once and reused every step."""
@@ -301,7 +273,8 @@ class HuSCFGAN(pl.LightningModule):
     def on_train_start(self) -> None:
         """What the method uploads before its first step (a centralized baseline: the data; the wire counts it)."""
         if self.trainer.global_step == 0:  # each process counts its own clients' upload
-            self.strategy.placement.upload_before_training(self.wire, self.G.resident, getattr(self.trainer, "datamodule", None))
+            datamodule = getattr(self.trainer, "datamodule", None)
+            self.strategy.placement.upload_before_training(self.wire, self.G.resident, datamodule)
 
     # ----------------------------------------------------------------- generation and checkpoints
     @torch.no_grad()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from lightning.pytorch.strategies import Strategy
 from torch import nn
 
 from huscf_lightning.split.chunked_adam import ChunkedAdam
@@ -30,10 +31,13 @@ def build_optimizers(
     )
 
 
-def carry_state(old: Sequence[torch.optim.Optimizer], fresh: Sequence[torch.optim.Optimizer]) -> None:
-    """Give each fresh optimiser the state its predecessor had for every parameter they share."""
-    for before, after in zip(old, fresh):
+def replace(strategy: Strategy, fresh: Sequence[torch.optim.Optimizer]) -> None:
+    """Make ``fresh`` the Trainer strategy's optimisers, each given the state its predecessor had for every
+    parameter they share."""
+    fresh = list(fresh)
+    for before, after in zip(strategy.optimizers, fresh):
         for group in after.param_groups:
             for param in group["params"]:
                 if param in before.state:
                     after.state[param] = before.state[param]
+    strategy.optimizers = fresh

@@ -13,12 +13,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
+from torch import Tensor
 
 from huscf_lightning.compat import uses_distributed_sampler
 from huscf_lightning.engine.distributed import check_strategy, client_shard
 from huscf_lightning.engine.templates import NetworkTemplates
 from huscf_lightning.errors import ConfigError
 from huscf_lightning.federation.participation import clients_per_round, draw_participants
+from huscf_lightning.federation.rounds import RoundState
 from huscf_lightning.federation.strategy import FederationStrategy
 from huscf_lightning.split.network import SplitNetwork
 from huscf_lightning.split.plan import SplitPlan
@@ -91,10 +93,23 @@ class ClientRoster:
         D = SplitNetwork(templates.discriminator, plan.head_tails("D"), "D", wire, batch_clients, self.members)
         return G, D
 
-    def draw(self, round_index: int) -> tuple[int, ...]:
-        """The participants of round ``round_index`` (the same on every process), now the round's members."""
+    def start_round(self, round_index: int, networks: Sequence[SplitNetwork]) -> bool:
+        """With partial participation: draw round ``round_index``'s participants (the same on every process)
+        and make this process's share of them resident in ``networks`` (the previous ones went to the store at
+        the last round end). Returns whether the participants changed (every client in every round: no)."""
+        if not self.partial:
+            return False
         self.members = draw_participants(self.num_clients, self.participation, self.seed, round_index)
-        return self.members
+        for net in networks:
+            net.set_resident(self.share(self.members))
+        log.info("round %d: clients %s take part", round_index, list(self.members))
+        return True
+
+    def round_state(self, round_index: int, is_last: bool, features: Tensor | None) -> RoundState:
+        """A round end's state over the round's members (client order)."""
+        clients = list(self.members)
+        domains, sizes = [self.client_domains[i] for i in clients], [self.client_sizes[i] for i in clients]
+        return RoundState(round_index, domains, sizes, is_last, features, clients=clients)
 
     def share(self, clients: Sequence[int]) -> tuple[int, ...]:
         """This process's contiguous share of ``clients`` (all of them in one process)."""

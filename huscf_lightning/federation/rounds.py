@@ -1,4 +1,5 @@
-"""What one round end knows, handed forward from round callback to round callback.
+"""Rounds: their schedule on Lightning's epochs, and what one round end knows, handed forward from round
+callback to round callback.
 
 The module opens a `RoundState` when a round ends (its index, the clients, the clustering features
 captured during the round) and the round callbacks run over it in stage order: clustering writes
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from torch import Tensor
+
+from huscf_lightning.errors import ConfigError
 
 if TYPE_CHECKING:
     from huscf_lightning.federation.weights import AggregationWeights
@@ -52,3 +55,38 @@ class RoundState:
     def domain_names(self) -> list[str]:
         """The domains in the order their first client appears."""
         return list(dict.fromkeys(self.client_domains))
+
+
+@dataclass(frozen=True)
+class RoundSchedule:
+    """``rounds`` rounds of ``local_epochs`` epochs each, read off Lightning's epoch counter."""
+
+    rounds: int
+    local_epochs: int
+
+    @property
+    def max_epochs(self) -> int:
+        return self.rounds * self.local_epochs
+
+    def is_round_start(self, epoch: int) -> bool:
+        return epoch % self.local_epochs == 0
+
+    def is_round_end(self, epoch: int) -> bool:
+        """True during the last epoch of a round (callbacks act in its on_train_epoch_end)."""
+        return (epoch + 1) % self.local_epochs == 0
+
+    def round_of(self, epoch: int, max_epochs: int | None) -> int:
+        """1-based index of the round ``epoch`` belongs to (the last round's after training, when Lightning's
+        counter sits one past the Trainer's ``max_epochs``)."""
+        if max_epochs is not None and max_epochs > 0:
+            epoch = min(epoch, max_epochs - 1)
+        return epoch // self.local_epochs + 1
+
+    def check_trainer(self, max_epochs: int | None, max_steps: int) -> None:
+        """Refuse a Trainer length that is not these rounds: a partial round would never be aggregated."""
+        if max_steps == -1 and max_epochs != self.max_epochs:
+            raise ConfigError(
+                f"The Trainer runs max_epochs={max_epochs} but this model trains rounds={self.rounds} x "
+                f"local_epochs={self.local_epochs} = {self.max_epochs} epochs; use "
+                "Trainer(max_epochs=model.max_epochs) (the CLI sets it from model.rounds)."
+            )

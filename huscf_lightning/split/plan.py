@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Literal
 
-from huscf_lightning.errors import HuSCFError
+from huscf_lightning.errors import ConfigError, HuSCFError
 
 
 class PlanError(HuSCFError, ValueError):
@@ -31,6 +32,39 @@ def whole_network_cut(side: str, num_blocks: int) -> tuple[int, int]:
 def is_whole_network_cut(head: int, tail: int, num_blocks: int) -> bool:
     """Whether (head, tail) puts the whole network on one side (a baseline's placement, not a split)."""
     return (head, tail) in ((num_blocks, 0), (0, 0))
+
+
+PLAN_SOURCES = ("uniform", "explicit", "random", "ga", "exact")
+
+
+@dataclass
+class PlanSpec:
+    """Where the split plan comes from.
+
+    - ``uniform``: every client gets ``cut`` ([g_head, g_tail, d_head, d_tail]).
+    - ``explicit``: ``cuts`` lists one cut per client.
+    - ``random``: a random valid cut per client, from the run's seed.
+    - ``ga``: the genetic algorithm over device ``profiles`` (a YAML path or ``paper``), with the
+      clients' device names in ``assignment`` (default: even, seeded), and GA settings in ``ga``.
+    - ``exact``: the provably optimal cuts for the same latency model, ``profiles`` and
+      ``assignment`` (enumeration of device-type counts, or a MILP); ``ga`` settings are not used.
+    """
+
+    source: Literal["uniform", "explicit", "random", "ga", "exact"] = "random"
+    cut: list[int] = field(default_factory=lambda: [1, 1, 1, 1])
+    cuts: list[list[int]] | None = None
+    profiles: str = "paper"
+    assignment: list[str] | None = None
+    ga: dict | None = None
+
+    def validate(self) -> None:
+        """Raise a `ConfigError` naming the fix (LightningCLI already checks the Literal types)."""
+        if self.source not in PLAN_SOURCES:
+            raise ConfigError(
+                f"Unknown plan source {self.source!r}. Use one of {', '.join(PLAN_SOURCES)} "
+                f"(e.g. --model.plan.source=ga)."
+            )
+
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from huscf_lightning.config import PlanSpec
-
 from .devices import ProfileSet, assign_profiles, load_profiles
 from .exhaustive import exact_optimum
 from .ga import GaSettings, run_ga
 from .latency import LatencyModel
 from .placement import placement_of
-from .plan import Cut, PlanError, SplitPlan
+from .plan import Cut, PlanError, PlanSpec, SplitPlan
 from .profile import GanProfile, profile_gan
 
 

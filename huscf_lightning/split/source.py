@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from huscf_lightning.config import PlanSpec
 from huscf_lightning.split.placement import SPLIT, Placement
-from huscf_lightning.split.plan import SplitPlan
+from huscf_lightning.split.plan import PlanSpec, SplitPlan
 from huscf_lightning.split.selection import GanNetworks, plan_latency, select_cuts
 
 
