@@ -41,3 +41,19 @@ def round_features(activation: ServerActivation | None, resident: int, sharded: 
     if sharded:  # every rank's clients, in client order (the shards are contiguous, in rank order)
         means = torch.cat([part.to(means.device) for part in gather_objects(means.cpu())])
     return means.flatten(2) if means.dim() > 2 else means.unsqueeze(1)
+
+
+class RoundFeatures:
+    """The D block the round's clustering feature is read at (None for a method that needs none), and the
+    activation the last step of a round's last epoch kept there, until the round end takes it."""
+
+    def __init__(self, block: int | None) -> None:
+        self.block = block
+        self.kept: ServerActivation | None = None
+
+    def take(self, resident: int, sharded: bool) -> Tensor | None:
+        """The round's (K, C, L) features (`round_features`), or None for a method that needs none."""
+        if self.block is None:
+            return None
+        kept, self.kept = self.kept, None
+        return round_features(kept, resident, sharded)

@@ -18,7 +18,7 @@ from torch import Tensor
 from huscf_lightning.collectives import sum_gradients
 from huscf_lightning.config import EvaluationSpec, FederationSpec, PlanSpec
 from huscf_lightning.engine import checkpoint_layout, optimisers
-from huscf_lightning.engine.features import clustering_feature_block, round_features
+from huscf_lightning.engine.features import RoundFeatures, clustering_feature_block
 from huscf_lightning.engine.losses import SampleWeights, client_bce, nothing
 from huscf_lightning.engine.roster import ClientRoster, check_processes, client_datamodule
 from huscf_lightning.engine.templates import NetworkTemplates
@@ -26,7 +26,7 @@ from huscf_lightning.errors import ConfigError
 from huscf_lightning.federation.rounds import RoundSchedule
 from huscf_lightning.federation.strategy import FederationStrategy, build_strategy
 from huscf_lightning.nets import BlockNetwork, ReferenceDiscriminator, ReferenceGenerator
-from huscf_lightning.split.network import ServerActivation, SplitNetwork
+from huscf_lightning.split.network import SplitNetwork
 from huscf_lightning.split.plan import SplitPlan
 from huscf_lightning.split.source import build_plan
 from huscf_lightning.split.wire import Wire
@@ -91,8 +91,7 @@ class HuSCFGAN(pl.LightningModule):
         self.D: SplitNetwork | None = None
         self.noise = torch.Generator()  # every client's noise (and MD-GAN's labels), one seeded stream
         self.resumed_from_run: str | None = None
-        self._feature_block: int | None = None
-        self._round_activation: ServerActivation | None = None
+        self.features: RoundFeatures | None = None  # the round's clustering feature, once the clients are built
         self._sample_weights = SampleWeights(self.strategy.placement)
         self._g_params: list[Tensor] | None = None
 
@@ -135,7 +134,7 @@ class HuSCFGAN(pl.LightningModule):
             plan, self.plan_report = build_plan(self.plan_spec, roster.num_clients, networks, self.seed,
                                                 strategy.needs_features, progress_bar, strategy.placement)
         G, D = roster.split_networks(plan, self.templates, self.wire, self.batch_clients)
-        self._feature_block = clustering_feature_block(self.strategy, D, plan)
+        self.features = RoundFeatures(clustering_feature_block(self.strategy, D, plan))
         self.roster, self.G, self.D = roster, G, D
         self.noise.manual_seed(self.seed)
         log.info("built %d clients; plan %s", self.num_clients, [c.as_tuple() for c in plan])
@@ -200,9 +199,7 @@ class HuSCFGAN(pl.LightningModule):
             return
         from huscf_lightning.callbacks.round import run_round_end
 
-        keeps = self._feature_block is not None
-        features = round_features(self._round_activation, len(self.G.resident), self.sharded) if keeps else None
-        self._round_activation = None
+        features = self.features.take(len(self.G.resident), self.sharded)
         last = self.current_round == self.trainer.max_epochs // self.local_epochs
         run_round_end(self.trainer, self, self.roster.round_state(self.current_round, last, features))
 
@@ -230,7 +227,7 @@ class HuSCFGAN(pl.LightningModule):
         g_dangling, g_inputs = self.G.dangling, self.G.dangling_inputs
         fakes = placement.deliver_fakes(fakes, fake_labels, self.wire, self.G.resident)
 
-        keep = self._feature_block is not None and self.is_round_end(self.trainer)
+        keep = self.features.block is not None and self.is_round_end(self.trainer)
         # No toggle_optimizer (a Python loop over every client's parameters, twice per step): the D loss
         # reaches no G parameter (the fakes are detached), and the G backward is restricted to G's
         # parameters with `inputs`, so autograd skips D's weight gradients as a toggle would.
@@ -238,7 +235,7 @@ class HuSCFGAN(pl.LightningModule):
             d_fake = self.D([f.detach() for f in fakes], fake_labels)
             fake_dangling = self.D.dangling
             if keep:  # the round's clustering feature (METHOD.md): the last step's activation, whenever the epoch ends
-                d_real, self._round_activation = self.D.forward_keeping(reals, labels, self._feature_block)
+                d_real, self.features.kept = self.D.forward_keeping(reals, labels, self.features.block)
             else:
                 d_real = self.D(reals, labels)
         weights = self._sample_weights([x.shape[0] for x in reals], sum(round_sizes), self.device)
@@ -277,19 +274,11 @@ class HuSCFGAN(pl.LightningModule):
             self.strategy.placement.upload_before_training(self.wire, self.G.resident, datamodule)
 
     # ----------------------------------------------------------------- generation and checkpoints
-    @torch.no_grad()
     def generate(self, client: int, labels: Tensor, z: Tensor | None = None, batch_size: int = 1000) -> Tensor:
         """Images from ``client``'s generator (its head, the server blocks, its tail), in eval mode."""
-        path = self.G.client_path(client)
-        was_training = self.G.training  # the path is a fresh wrapper: the mode to restore is the network's
-        path.eval()
         labels = labels.to(self.device)
-        if z is None:
-            z = torch.randn(labels.shape[0], self.z_dim, device=self.device)
-        try:
-            return torch.cat([path(zc, yc) for zc, yc in zip(z.split(batch_size), labels.split(batch_size))])
-        finally:
-            self.G.train(was_training)
+        z = torch.randn(labels.shape[0], self.z_dim, device=self.device) if z is None else z
+        return self.G.client_eval(client, (z, labels), batch_size)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """The run's own section beside Lightning's (`engine.checkpoint_layout`)."""

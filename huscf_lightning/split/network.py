@@ -266,6 +266,17 @@ class SplitNetwork(nn.Module):
         ]
         return BlockNetwork(blocks).train(self.training)
 
+    @torch.no_grad()
+    def client_eval(self, client: int, inputs: Sequence[Tensor], batch_size: int) -> Tensor:
+        """``client``'s unsplit network (`client_path`) on ``inputs`` in eval mode, ``batch_size`` rows at a
+        time; the network's own mode is restored after (the path is a fresh wrapper of its modules)."""
+        path, was_training = self.client_path(client), self.training
+        path.eval()
+        try:
+            return torch.cat([path(*chunk) for chunk in zip(*(x.split(batch_size) for x in inputs))])
+        finally:
+            self.train(was_training)
+
     def stacked_states(self) -> dict[StateKey, Tensor]:
         """(block, name) -> (R, ...): the state every resident client uses, in resident order, for aggregation.
 
