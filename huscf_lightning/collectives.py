@@ -130,10 +130,16 @@ class SyncedBatchNorm(_BatchNorm):
         var = all_reduce_sum((centred * centred).sum(dims)) / n
         if self.track_running_stats:
             with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                self.running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
-                self.running_var.mul_(1 - factor).add_(var.detach() * (n / (n - 1)), alpha=factor)
+                # every rank's batch empty (a server block no client of the round runs there): one process never
+                # calls the block, so its statistics stay as they are (not 0/0 = NaN) and it counts no batch
+                seen = n > 0
+                self.num_batches_tracked.add_(seen.to(self.num_batches_tracked.dtype))
+                tracked = max(float(self.num_batches_tracked), 1.0)
+                factor = self.momentum if self.momentum is not None else 1.0 / tracked
+                mean_now = self.running_mean.mul(1 - factor).add_(mean.detach(), alpha=factor)
+                var_now = self.running_var.mul(1 - factor).add_(var.detach() * (n / (n - 1)), alpha=factor)
+                self.running_mean.copy_(torch.where(seen, mean_now, self.running_mean))
+                self.running_var.copy_(torch.where(seen, var_now, self.running_var))
         out = centred / torch.sqrt(var + self.eps).view(shape)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
