@@ -134,8 +134,10 @@ class SyncedBatchNorm(_BatchNorm):
                 # calls the block, so its statistics stay as they are (not 0/0 = NaN) and it counts no batch
                 seen = n > 0
                 self.num_batches_tracked.add_(seen.to(self.num_batches_tracked.dtype))
-                tracked = max(float(self.num_batches_tracked), 1.0)
-                factor = self.momentum if self.momentum is not None else 1.0 / tracked
+                if self.momentum is not None:
+                    factor = self.momentum
+                else:  # a cumulative average (reads the count: one host sync, as torch's own batch norm does)
+                    factor = 1.0 / max(float(self.num_batches_tracked), 1.0)
                 mean_now = self.running_mean.mul(1 - factor).add_(mean.detach(), alpha=factor)
                 var_now = self.running_var.mul(1 - factor).add_(var.detach() * (n / (n - 1)), alpha=factor)
                 self.running_mean.copy_(torch.where(seen, mean_now, self.running_mean))
