@@ -252,7 +252,8 @@ class HuSCFGAN(pl.LightningModule):
         self.log_dict({"train/loss_d": loss_d.detach() / k, "train/loss_g": loss_g.detach() / k},
                       prog_bar=True, sync_dist=self.sharded, reduce_fx="sum")
 
-    def _step(self, opt: torch.optim.Optimizer, loss: Tensor, net: SplitNetwork, inputs: list[Tensor] | None = None) -> None:
+    def _step(self, opt: torch.optim.Optimizer, loss: Tensor, net: SplitNetwork, inputs: list[Tensor] | None = None
+              ) -> None:
         """``net``'s step on ``loss`` plus the method's local penalty: backward, the server blocks' gradients
         summed over processes (a sharded run), one optimiser step."""
         penalty = self.strategy.local_penalty(net)

@@ -123,7 +123,9 @@ class ClientRoster:
         where = {client: p for p, client in enumerate(self.members)}
         return [where[client] for client in resident]
 
-    def shard(self, networks: Sequence[SplitNetwork], input_shapes: Callable[[], dict[str, list[tuple[int, ...]]]]) -> bool:
+    def shard(
+        self, networks: Sequence[SplitNetwork], input_shapes: Callable[[], dict[str, list[tuple[int, ...]]]]
+    ) -> bool:
         """In a run sharded over processes: make this rank's share of the round's members resident (rebuilt
         from their initial state: nothing has trained yet) and the server blocks a replica of a sharded server.
         Returns whether anything changed (one process, or sharded already: no)."""

@@ -48,7 +48,9 @@ class Placement:
         """
         return labels
 
-    def deliver_fakes(self, fakes: list[Tensor], labels: Sequence[Tensor], wire: Wire, clients: Sequence[int]) -> list[Tensor]:
+    def deliver_fakes(
+        self, fakes: list[Tensor], labels: Sequence[Tensor], wire: Wire, clients: Sequence[int]
+    ) -> list[Tensor]:
         """The generated batches as the discriminators receive them (a split's tails are on the clients already)."""
         return fakes
 
@@ -92,7 +94,9 @@ class MDGANPlacement(_WholeNetworks):
         per_client = drawn.to(device).split(round_sizes)
         return [per_client[p] for p in local]
 
-    def deliver_fakes(self, fakes: list[Tensor], labels: Sequence[Tensor], wire: Wire, clients: Sequence[int]) -> list[Tensor]:
+    def deliver_fakes(
+        self, fakes: list[Tensor], labels: Sequence[Tensor], wire: Wire, clients: Sequence[int]
+    ) -> list[Tensor]:
         """Each generated batch and the labels it was drawn for go from the server to its client (the images'
         gradient comes back over the wire in the G step)."""
         sizes = [fake.shape[0] for fake in fakes]
