@@ -128,3 +128,28 @@ def test_a_users_method_runs_in_a_comparison(tmp_path: Path, user_module, monkey
     assert {row.method for row in result.rows} == {"fedprox_like", "fedavg"}
     scores = {row.method: row.mean for row in result.rows if (row.metric, row.domain) == ("score", "mean")}
     assert all(s >= 1.0 for s in scores.values()) and scores["fedprox_like"] != scores["fedavg"]  # an IS-like score
+
+
+def test_no_module_outside_the_method_objects_branches_on_a_method_name() -> None:
+    """What a method does is asked of its strategy and placement objects: no comparison with a method or
+    placement name anywhere else in the package. Allowed: the plan, which validates and serialises its
+    placement's name as data, and the comparison's default `ours` (HuSCF-GAN when it is among the methods)."""
+    import ast
+
+    names = set(known_strategies()) | {"split", "client", "md_gan", "central"}
+    package = Path(__file__).resolve().parents[1] / "huscf_lightning"
+    allowed = {("split/plan.py", "self.placement != 'split'"), ("compare/spec.py", "'kld_clustered' in names")}
+    found = set()
+    for path in package.rglob("*.py"):
+        if path.name in ("strategy.py", "placement.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Compare):
+                continue
+            sides = [node.left, *node.comparators]
+            values = [s.value for s in sides if isinstance(s, ast.Constant)]
+            values += [e.value for s in sides if isinstance(s, (ast.Tuple, ast.List, ast.Set)) for e in s.elts
+                       if isinstance(e, ast.Constant)]
+            if any(isinstance(v, str) and v in names for v in values):
+                found.add((str(path.relative_to(package)), ast.unparse(node)))
+    assert found <= allowed, found - allowed
