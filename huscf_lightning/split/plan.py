@@ -66,7 +66,6 @@ class PlanSpec:
             )
 
 
-
 @dataclass(frozen=True)
 class Cut:
     """One client's four cut points: blocks kept on the client at the start and end of G and D.

@@ -155,9 +155,8 @@ def select_cuts(
     """
     profile_set, client_profiles = _devices(spec, num_clients, seed)
     gan = networks.profile()
-    exact = spec.source == "exact"
     model = LatencyModel.build(gan, profile_set, client_profiles, shared_d_block)
-    if exact:
+    if spec.source == "exact":
         found = exact_optimum(model)
         g_genes, d_genes, search, method = found.g_genes, found.d_genes, found.to_dict(), f"exact ({found.method})"
     else:
