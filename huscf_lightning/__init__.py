@@ -1,7 +1,7 @@
 """huscf_lightning: HuSCF-GAN (heterogeneous U-shaped split + KLD-weighted clustered federated
 learning of a conditional GAN) as a PyTorch Lightning plugin."""
 
-from huscf_lightning.config import EvaluationSpec, FederationSpec, PlanSpec
+from huscf_lightning.config import EvaluationSpec, FederationSpec, PlanSpec, PrivacySpec
 from huscf_lightning.data import DomainSpec, HuSCFDataModule
 from huscf_lightning.engine.module import HuSCFGAN
 from huscf_lightning.nets import BlockNetwork, LabelledBlock, ReferenceDiscriminator, ReferenceGenerator
@@ -18,6 +18,7 @@ __all__ = [
     "HuSCFGAN",
     "LabelledBlock",
     "PlanSpec",
+    "PrivacySpec",
     "ReferenceDiscriminator",
     "ReferenceGenerator",
     "SplitNetwork",

@@ -1,7 +1,7 @@
 """Typed sections of the run configuration (LightningCLI reads them from YAML and the command line).
 
-The plan section's `PlanSpec` lives with the split (`split.plan`), which reads it; it is importable from here
-as every section is."""
+The plan section's `PlanSpec` lives with the split (`split.plan`), which reads it, and the privacy section's
+`PrivacySpec` with the defences (`privacy.spec`); they are importable from here as every section is."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from pathlib import Path
 
 from huscf_lightning.errors import ConfigError
 from huscf_lightning.federation.strategy import strategy_class
+from huscf_lightning.privacy.spec import PrivacySpec
 from huscf_lightning.split.plan import PLAN_SOURCES, PlanSpec
 
-__all__ = ["PLAN_SOURCES", "EvaluationSpec", "FederationSpec", "PlanSpec", "check_optimiser_settings"]
+__all__ = ["PLAN_SOURCES", "EvaluationSpec", "FederationSpec", "PlanSpec", "PrivacySpec", "check_optimiser_settings"]
 
 EVALUATION_METRICS = ("score", "fid", "kid")
 

@@ -17,11 +17,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("errors", "compat", "collectives")),
     ("nets", ("nets",)),
     ("split", ("split",)),
+    ("defences", ("privacy",)),  # the privacy defences: the aggregation and the engine apply them
     ("federation", ("federation",)),
     ("config", ("config",)),
     ("data", ("data",)),
     ("metrics", ("metrics",)),
     ("training", ("engine", "callbacks")),  # the module installs the callbacks; they log through engine.tracking
+    ("attacks", ("privacy.attacks",)),  # the privacy attacks run on a trained model
     ("fit", ("cli.lightning_cli", "cli.preflight")),
     ("runs", ("compare", "sweep")),
     ("commands", ("cli", "__main__", "")),  # the command modules, the package's own __init__

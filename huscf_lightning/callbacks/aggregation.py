@@ -9,6 +9,7 @@ from huscf_lightning.collectives import world_size
 from huscf_lightning.engine.tracking import log_json, log_round_metrics
 from huscf_lightning.federation.rounds import RoundState
 from huscf_lightning.federation.states import aggregate_network
+from huscf_lightning.privacy.masking import MASKED_VALUE_BYTES, MaskSession, client_secret
 from huscf_lightning.split.wire import DOWN, UP
 
 
@@ -19,7 +20,9 @@ class FederatedAggregation(RoundCallback):
     None leaves that network as it is) and are written into the round (``round.weights``). Every client
     whose copies are averaged sends them and receives the average: the wire counts those bytes
     (cut ``G.weights`` / ``D.weights``). With partial participation only the round's participants are
-    averaged, and the clients' models are then written to the networks' stores (`SplitNetwork.park`).
+    averaged, and the clients' models are then written to the networks' stores (`SplitNetwork.park`). With
+    ``model.privacy.masked_aggregation`` the copies are averaged under masks (`privacy.masking`) and each floating
+    value crosses as an int64.
     """
 
     stage = "aggregate"
@@ -30,16 +33,19 @@ class FederatedAggregation(RoundCallback):
         # a sharded run: this rank holds a share of the round's clients (`columns` of the weights, which are over
         # all of them); its store learns every client's model
         columns = pl_module.local_positions if world_size() > 1 else None
+        masked = pl_module.privacy.masked_aggregation
         for name, net in (("G", pl_module.G), ("D", pl_module.D)):
             weights = per_network.get(name)
             if weights is None:
                 if not net.all_resident:
                     net.park(None, None, round.clients)
                 continue
-            group_averages = aggregate_network(net, weights, columns)
+            masks = MaskSession(client_secret(pl_module.seed), round.index, name) if masked else None
+            group_averages = aggregate_network(net, weights, columns, masks)
             if not net.all_resident:
                 net.park(weights.client_groups, group_averages, round.clients)
-            for client, nbytes in zip(net.resident, net.client_state_bytes()):
+            sizes = net.client_state_bytes(MASKED_VALUE_BYTES if masked else None)
+            for client, nbytes in zip(net.resident, sizes):
                 if nbytes:
                     pl_module.wire.account(client, f"{name}.weights", UP, nbytes, "weights")
                     pl_module.wire.account(client, f"{name}.weights", DOWN, nbytes, "weights")

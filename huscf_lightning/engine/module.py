@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import lightning.pytorch as pl
 import torch
@@ -26,6 +27,9 @@ from huscf_lightning.errors import ConfigError
 from huscf_lightning.federation.rounds import RoundSchedule
 from huscf_lightning.federation.strategy import FederationStrategy, build_strategy
 from huscf_lightning.nets import BlockNetwork, ReferenceDiscriminator, ReferenceGenerator
+from huscf_lightning.privacy import PrivacySpec
+from huscf_lightning.privacy.noise import NoisyWire
+from huscf_lightning.privacy.nopeek import NoPeek
 from huscf_lightning.split.network import SplitNetwork
 from huscf_lightning.split.plan import SplitPlan
 from huscf_lightning.split.source import build_plan
@@ -50,6 +54,7 @@ class HuSCFGAN(pl.LightningModule):
         plan: PlanSpec | None = None,
         federation: FederationSpec | None = None,
         evaluation: EvaluationSpec | None = None,
+        privacy: PrivacySpec | None = None,
         rounds: int = 3,
         local_epochs: int = 5,
         z_dim: int = 100,
@@ -78,13 +83,17 @@ class HuSCFGAN(pl.LightningModule):
         )
         self.plan_spec, self.federation = plan or PlanSpec(), federation or FederationSpec()
         self.evaluation = evaluation or EvaluationSpec()
+        self.privacy = privacy or PrivacySpec()
         self.plan_spec.validate()
         self.evaluation.validate()
+        self.privacy.validate()
         self.strategy: FederationStrategy = build_strategy(self.federation, seed)  # checks the federation section
+        self.privacy.check_method(self.strategy)
         self.schedule = RoundSchedule(rounds, local_epochs)
         self.z_dim, self.num_classes = z_dim, num_classes
         self.seed, self.batch_clients = seed, batch_clients
-        self.wire = Wire()
+        self.wire = NoisyWire(self.privacy, seed) if self.privacy.noisy else Wire()
+        self.nopeek = NoPeek(self.privacy.nopeek_weight) if self.privacy.nopeek_weight > 0 else None
         self.roster: ClientRoster | None = None
         self.plan_report: dict | None = None
         self.G: SplitNetwork | None = None
@@ -223,7 +232,8 @@ class HuSCFGAN(pl.LightningModule):
         noise = torch.randn(sum(round_sizes), self.z_dim, generator=self.noise, device=self.noise.device)
         noise = noise.to(self.device).split(round_sizes)
         fake_labels = placement.fake_labels(labels, round_sizes, local, self.noise, self.num_classes, self.device)
-        fakes = self.G([noise[p] for p in local], fake_labels)
+        with self._watching("G.head") as g_sent:
+            fakes = self.G([noise[p] for p in local], fake_labels)
         g_dangling, g_inputs = self.G.dangling, self.G.dangling_inputs
         fakes = placement.deliver_fakes(fakes, fake_labels, self.wire, self.G.resident)
 
@@ -234,16 +244,22 @@ class HuSCFGAN(pl.LightningModule):
         with self.D.shared_views():  # one backward through both passes: each D tensor's client gradients stacked once
             d_fake = self.D([f.detach() for f in fakes], fake_labels)
             fake_dangling = self.D.dangling
-            if keep:  # the round's clustering feature (METHOD.md): the last step's activation, whenever the epoch ends
-                d_real, self.features.kept = self.D.forward_keeping(reals, labels, self.features.block)
-            else:
-                d_real = self.D(reals, labels)
+            with self._watching("D.head") as d_sent:
+                if keep:  # the round's clustering feature (METHOD.md): the last step's activation, whenever the epoch ends
+                    d_real, self.features.kept = self.D.forward_keeping(reals, labels, self.features.block)
+                else:
+                    d_real = self.D(reals, labels)
         weights = self._sample_weights([x.shape[0] for x in reals], sum(round_sizes), self.device)
         loss_d = client_bce(d_real, 1.0, weights) + client_bce(d_fake, 0.0, weights)
         loss_d = loss_d + nothing(fake_dangling + self.D.dangling)
+        if self.nopeek is not None:  # what a client's D head sends, against its real images and labels
+            loss_d = loss_d + self._decorrelation(d_sent, [torch.cat([x.flatten(1), self._one_hot(y, x)], 1)
+                                                           for x, y in zip(reals, labels)])
         self._step(opt_d, loss_d, self.D)
 
         loss_g = client_bce(self.D(fakes, fake_labels), 1.0, weights) + nothing(self.D.dangling + g_dangling)
+        if self.nopeek is not None:  # what a client's G head sends, against the labels it generates for
+            loss_g = loss_g + self._decorrelation(g_sent, [self._one_hot(y, fakes[0]) for y in fake_labels])
         # a sharded run also names the empty-batch inputs: autograd prunes what leads to no input, and every rank
         # must run every server batch norm's backward sums, used by its clients or not
         self._step(opt_g, loss_g, self.G, self._generator_parameters() + self.D.dangling_inputs + g_inputs)
@@ -251,6 +267,18 @@ class HuSCFGAN(pl.LightningModule):
         k = len(round_clients)  # the mean over the round's clients: each rank's share, summed over ranks
         self.log_dict({"train/loss_d": loss_d.detach() / k, "train/loss_g": loss_g.detach() / k},
                       prog_bar=True, sync_dist=self.sharded, reduce_fx="sum")
+
+    def _watching(self, cut: str):
+        """What the clients send over ``cut`` in the forward inside, by client, when NoPeek is on (else nothing)."""
+        return self.nopeek.watching(self.wire, cut) if self.nopeek is not None else nullcontext({})
+
+    def _decorrelation(self, sent: dict[int, Tensor], inputs: list[Tensor]) -> Tensor | float:
+        """NoPeek's penalty on what the resident clients sent, given their inputs in resident order."""
+        penalty = self.nopeek.penalty(sent, dict(zip(self.D.resident, inputs)))
+        return 0.0 if penalty is None else penalty
+
+    def _one_hot(self, labels: Tensor, like: Tensor) -> Tensor:
+        return torch.nn.functional.one_hot(labels, self.num_classes).to(like.dtype)
 
     def _step(self, opt: torch.optim.Optimizer, loss: Tensor, net: SplitNetwork, inputs: list[Tensor] | None = None
               ) -> None:

@@ -48,6 +48,8 @@ class FederationStrategy:
     ``needs_features``: the round carries the clients' server-side D features (``round.features``),
     so the plan keeps a D block that every client runs on the server. ``partial_participation``: whether
     the rule still means something when only some clients train in a round (``federation.participation``).
+    ``averages_clients``: its round ends average client copies within groups (False: it averages nothing, or
+    moves whole copies between clients).
     """
 
     name: ClassVar[str] = ""
@@ -56,6 +58,7 @@ class FederationStrategy:
     placement: ClassVar[Placement] = SPLIT  # where the blocks live and what a step does because of it
     shares: ClassVar[str] = "cut-layer activations and their gradients"  # what leaves a client while training
     partial_participation: ClassVar[bool] = True
+    averages_clients: ClassVar[bool] = True  # a round end averages client copies (masked aggregation can hide them)
 
     def __init__(self, spec: FederationSpec, seed: int = 0) -> None:
         self.spec = spec
@@ -211,6 +214,7 @@ class LocalOnly(FederationStrategy):
     name = "local"
     placement = ON_CLIENTS
     shares = "nothing"
+    averages_clients = False
 
     def round_weights(self, round: RoundState) -> dict[str, AggregationWeights | None]:
         return {"G": None, "D": None}
@@ -225,6 +229,7 @@ class Centralized(FederationStrategy):
     placement = CENTRAL
     shares = "raw data (images and labels)"
     partial_participation = False  # the data is uploaded once: every client is in every batch
+    averages_clients = False
 
     def round_weights(self, round: RoundState) -> dict[str, AggregationWeights | None]:
         return {"G": None, "D": None}
@@ -241,6 +246,7 @@ class MDGAN(FederationStrategy):
     placement = MD_GAN
     shares = "synthetic data (generated images and their labels, server to clients)"
     partial_participation = False  # the swap is a derangement over all the clients' discriminators
+    averages_clients = False  # the discriminators are swapped, not averaged
 
     def check_clients(self, num_clients: int) -> None:
         if num_clients < 2:

@@ -332,14 +332,20 @@ class SplitNetwork(nn.Module):
         """The (block, name) of every tensor of the server's shared blocks."""
         return [(int(j), name) for j, block in self.server_blocks.items() for name in persistent_names(block)]
 
-    def client_state_bytes(self) -> list[int]:
+    def client_state_bytes(self, floating_value_bytes: int | None = None) -> list[int]:
         """Per resident client: bytes of the state of the blocks it holds itself (what it sends, and receives, at
-        aggregation), from the stacks' row sizes."""
+        aggregation), from the stacks' row sizes; ``floating_value_bytes``: what a floating value takes on the
+        wire when it is not its dtype's size (masked aggregation sends int64)."""
         per_client = [0] * len(self.resident)
+
+        def size(t: Tensor) -> int:
+            each = floating_value_bytes if floating_value_bytes and t.is_floating_point() else t.element_size()
+            return t[0].numel() * each
+
         for j, members in enumerate(self.local_members):
             if not members:
                 continue
-            row = sum(t[0].numel() * t.element_size() for t in self.client_stacks[str(j)].state_dict().values())
+            row = sum(size(t) for t in self.client_stacks[str(j)].state_dict().values())
             for p in members:
                 per_client[p] += row
         return per_client

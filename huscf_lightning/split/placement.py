@@ -30,6 +30,7 @@ class Placement:
     """
 
     name: ClassVar[str] = "split"  # the plan's placement (`SplitPlan.placement`), recorded in plan.json
+    splits_clients: ClassVar[bool] = True  # clients send cut-layer activations of their own inputs to the server
 
     def fixed_plan(self, num_clients: int, g_blocks: int, d_blocks: int) -> SplitPlan | None:
         """The plan this placement imposes, or None when the config's plan section chooses the cuts."""
@@ -65,6 +66,8 @@ class Placement:
 
 class _WholeNetworks(Placement):
     """Whole networks on one side: the plan is fixed by the placement, whatever the plan section says."""
+
+    splits_clients = False
 
     def fixed_plan(self, num_clients: int, g_blocks: int, d_blocks: int) -> SplitPlan | None:
         return SplitPlan.whole_networks(self.name, num_clients, g_blocks, d_blocks)

@@ -12,7 +12,7 @@ network transport replaces `Wire.transport` without touching the training step.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -64,6 +64,9 @@ class Wire:
     def __init__(self) -> None:
         self.bytes: dict[tuple[int, str, str, str], int] = defaultdict(int)
         self.dtypes_carried: set[torch.dtype] = set()
+        # called with (tensor, clients, sizes, cut, direction) for every activation sent: what watches the traffic
+        # (a privacy penalty on what the clients send) without changing it
+        self.taps: list[Callable[[Tensor, tuple[int, ...], tuple[int, ...], str, str], None]] = []
 
     def send(self, tensor: Tensor, client: int, cut: str, direction: str) -> Tensor:
         """Carry an activation across ``cut`` for ``client``; its gradient comes back the same way."""
@@ -77,7 +80,10 @@ class Wire:
             raise WireError(f"direction must be {UP!r} or {DOWN!r}, got {direction!r}")
         if len(clients) != len(sizes) or not clients:
             raise WireError(f"send_group needs one size per client; got clients {list(clients)} and sizes {list(sizes)}.")
-        return _WireFunction.apply(tensor, self, Crossing(tuple(clients), tuple(int(n) for n in sizes), cut, direction))
+        crossing = Crossing(tuple(clients), tuple(int(n) for n in sizes), cut, direction)
+        for tap in self.taps:
+            tap(tensor, crossing.clients, crossing.sizes, cut, direction)
+        return _WireFunction.apply(tensor, self, crossing)
 
     def account(self, client: int, cut: str, direction: str, nbytes: int, kind: str) -> None:
         """Count bytes that cross without a training tensor to carry: model weights at a round end, the data a
