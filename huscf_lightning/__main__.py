@@ -19,6 +19,7 @@ COMMANDS = {
     "compare": ("cli.compare", "Methods x scenarios x seeds on one budget, each cell a nested MLflow run; the table."),
     "cuts": ("cli.cuts", "Cut-point selection alone: latency model and GA over device profiles."),
     "evaluate": ("cli.evaluate", "Utility test of a saved run's generators, from its checkpoint."),
+    "privacy": ("cli.privacy", "What the server can learn from a saved run: image reconstruction and label attacks."),
     "sweep": ("cli.sweep", "Optuna sweep of fit runs, each trial a nested MLflow run."),
 }
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 from huscf_lightning.__main__ import main
-from huscf_lightning.cli.evaluate import load_run
 from huscf_lightning.cli.lightning_cli import run_cli
+from huscf_lightning.engine.saved_run import load_run
 
 TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")
 

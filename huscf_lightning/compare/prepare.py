@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from huscf_lightning.compare.spec import Cell, CompareError, CompareSpec, Scenario
-from huscf_lightning.config import FederationSpec
+from huscf_lightning.config import FederationSpec, PrivacySpec
 from huscf_lightning.errors import ConfigError
 from huscf_lightning.federation.strategy import build_strategy
 from huscf_lightning.sweep import FitConfig
@@ -102,9 +102,12 @@ def method_problem(config: Any) -> str | None:
         alpha=config["model.federation.alpha"],
         warmup_rounds=config["model.federation.warmup_rounds"],
     )
+    privacy = PrivacySpec(**_plain(config["model.privacy"])) if config.get("model.privacy") else PrivacySpec()
     try:
         strategy = build_strategy(spec)
         strategy.check_clients(clients)
+        privacy.validate()
+        privacy.check_method(strategy)
     except ConfigError as err:
         return str(err).rstrip(".")
     if strategy.needs_clusters and spec.k == "auto" and clients < 3:

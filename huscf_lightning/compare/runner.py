@@ -11,20 +11,31 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from huscf_lightning.cli.lightning_cli import run_cli
-from huscf_lightning.compare.charts import metric_figures
+from huscf_lightning.compare.charts import metric_figures, tradeoff_figure
 from huscf_lightning.compare.prepare import PreparedComparison, prepare
 from huscf_lightning.compare.spec import Cell, CompareSpec
-from huscf_lightning.compare.table import Row, cell_values, csv_table, markdown_table, summarize
+from huscf_lightning.compare.table import (
+    METRICS,
+    PRIVACY_METRICS,
+    Row,
+    cell_values,
+    csv_table,
+    markdown_table,
+    summarize,
+)
+from huscf_lightning.engine.saved_run import load_run
 from huscf_lightning.engine.tracking import check_tracking_uri, open_experiment
+from huscf_lightning.privacy.attacks.record import attack_run, log_leakage_to, logged_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +130,15 @@ def _values(client: MlflowClient, run_id: str, domains: list[str]) -> dict[str, 
     return cell_values(metrics, history["up"], history["down"], domains)
 
 
-def _run_cell(client: MlflowClient, prepared: PreparedComparison, cell: Cell, run_id: str) -> str | None:
-    """Fit one cell into ``run_id``; the error text when the fit fails (the comparison goes on)."""
+def _run_cell(
+    client: MlflowClient, prepared: PreparedComparison, cell: Cell, run_id: str, attacks: Mapping[str, Any] | None
+) -> str | None:
+    """Fit one cell into ``run_id`` and, with ``attacks``, run the server's attacks on the trained model and log
+    them into the same run; the error text when either fails (the cell is FAILED and the comparison goes on)."""
     try:
-        run_cli(prepared.arguments(cell, run_id))
+        cli = run_cli(prepared.arguments(cell, run_id))
+        if attacks is not None:
+            log_leakage_to(client, run_id, attack_run(cli.model, cli.datamodule, attacks))
     except (KeyboardInterrupt, SystemExit):  # Ctrl+C (Lightning turns it into SystemExit): stop the comparison
         client.set_terminated(run_id, "KILLED")
         raise
@@ -136,11 +152,24 @@ def _run_cell(client: MlflowClient, prepared: PreparedComparison, cell: Cell, ru
     return None
 
 
+def _attack_finished_cell(client: MlflowClient, run: Run, attacks: Mapping[str, Any]) -> None:
+    """A cell finished before attacks were asked for: attack its logged last checkpoint, into its run."""
+    if f"privacy/{PRIVACY_METRICS[0].name}" in run.data.metrics:
+        return
+    with tempfile.TemporaryDirectory(prefix="huscf-attack-") as folder:
+        path = logged_checkpoint(client, run.info.run_id, Path(folder))
+        model, datamodule = load_run(str(path))
+        log_leakage_to(client, run.info.run_id, attack_run(model, datamodule, attacks))
+
+
 def _log_table(client: MlflowClient, parent: str, rows: list[Row], markdown: str, csv: str, labels: dict[str, str]) -> None:
     client.log_text(parent, markdown, "comparison.md")
     client.log_text(parent, csv, "comparison.csv")
     for metric, figure in metric_figures(rows, labels).items():
         client.log_figure(parent, figure, f"charts/{metric}.png")
+    tradeoff = tradeoff_figure(rows)
+    if tradeoff is not None:
+        client.log_figure(parent, tradeoff, "charts/tradeoff.png")
 
 
 def run_comparison(spec: CompareSpec, on_cell: Callable[[CellOutcome, int, int], None] | None = None) -> ComparisonResult:
@@ -161,11 +190,13 @@ def run_comparison(spec: CompareSpec, on_cell: Callable[[CellOutcome, int, int],
             for index, cell in enumerate(cells, 1):
                 previous = done.get((cell.key, prepared.fingerprints[cell]))
                 if previous is not None:
+                    if spec.privacy_attacks is not None:
+                        _attack_finished_cell(client, previous, spec.privacy_attacks)
                     outcome = CellOutcome(cell, "skipped", previous.info.run_id, 0.0)
                 else:
                     run_id = _cell_run(client, experiment_id, parent, spec, cell, prepared.fingerprints[cell])
                     started = time.perf_counter()
-                    error = _run_cell(client, prepared, cell, run_id)
+                    error = _run_cell(client, prepared, cell, run_id, spec.privacy_attacks)
                     state = "failed" if error else "finished"
                     outcome = CellOutcome(cell, state, run_id, time.perf_counter() - started, error)
                 outcomes.append(outcome)
@@ -179,7 +210,8 @@ def run_comparison(spec: CompareSpec, on_cell: Callable[[CellOutcome, int, int],
         if outcome.state != "failed":
             values = _values(client, outcome.run_id, prepared.domains[outcome.cell.scenario])
             per_pair.setdefault((outcome.cell.scenario, outcome.cell.method), []).append(values)
-    rows = summarize(per_pair, prepared.domains)
+    metrics = METRICS if spec.privacy_attacks is None else METRICS + PRIVACY_METRICS
+    rows = summarize(per_pair, prepared.domains, metrics)
     markdown = markdown_table(rows, spec.ours, prepared.labels)
     csv = csv_table(rows, spec.ours)
     if rows:

@@ -25,7 +25,8 @@ from huscf_lightning.sweep.fit_config import resolve_base_config
 # A method named alone is a registered strategy (`known_strategies`: the baselines, the split variants with
 # kld_clustered = HuSCF-GAN, and any a user registered before the comparison runs); one given by class path
 # goes in a mapping, {name: {model.federation.mode: pkg.module.Class}}.
-SPEC_KEYS = ("name", "methods", "scenarios", "seeds", "base_config", "fixed", "ours", "tracking_uri", "experiment_name")
+SPEC_KEYS = ("name", "methods", "scenarios", "seeds", "base_config", "fixed", "ours", "tracking_uri", "experiment_name",
+             "privacy_attacks")
 
 
 class CompareError(HuSCFError, ValueError):
@@ -73,7 +74,9 @@ class CompareSpec:
 
     ``ours`` names the method whose relative gain over each other method the table reports
     (default ``kld_clustered`` when it is compared; none otherwise). ``tracking_uri`` and
-    ``experiment_name`` default to the fit config's MLFlowLogger settings.
+    ``experiment_name`` default to the fit config's MLFlowLogger settings. ``privacy_attacks``: run the server's
+    attacks (`huscf_lightning.privacy.attacks`) on every cell once it is trained, with these settings (``{}``:
+    the defaults), and put what they recover beside utility and FID (None: no attacks).
     """
 
     name: str
@@ -85,6 +88,7 @@ class CompareSpec:
     ours: str | None = None
     tracking_uri: str | None = None
     experiment_name: str | None = None
+    privacy_attacks: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -121,6 +125,7 @@ class CompareSpec:
             "ours": self.ours,
             "tracking_uri": self.tracking_uri,
             "experiment_name": self.experiment_name,
+            "privacy_attacks": None if self.privacy_attacks is None else dict(self.privacy_attacks),
         }
 
 
@@ -200,6 +205,16 @@ def compare_from_mapping(data: object, where: str = "compare spec", folder: Path
     if not isinstance(data.get("fixed") or {}, Mapping):
         raise CompareError(f"{where}: fixed must map dotted fit keys to values, e.g. {{model.rounds: 3}}.")
     seeds = data.get("seeds", [0])
+    attacks = data.get("privacy_attacks")
+    if attacks is True:
+        attacks = {}
+    elif attacks is False:
+        attacks = None
+    if attacks is not None and not isinstance(attacks, Mapping):
+        raise CompareError(
+            f"{where}: privacy_attacks must be true (the attacks' default settings), false, or a mapping of attack "
+            f"settings, e.g. {{batch_size: 64}}; got {attacks!r}."
+        )
     base = resolve_base_config(data.get("base_config"), folder, where, CompareError)
     return CompareSpec(
         name=data.get("name"),
@@ -211,6 +226,7 @@ def compare_from_mapping(data: object, where: str = "compare spec", folder: Path
         ours=data.get("ours"),
         tracking_uri=data.get("tracking_uri"),
         experiment_name=data.get("experiment_name"),
+        privacy_attacks=None if attacks is None else dict(attacks),
     )
 
 

@@ -36,6 +36,19 @@ METRICS = (
     TableMetric("bytes", "bytes per round", False, False),
 )
 
+# What the server's attacks recover (`privacy.leakage.summarise`, logged as ``privacy/<name>``): in a comparison
+# with ``privacy_attacks``. The mean-image PSNR is the reference a reconstruction must beat to mean anything.
+PRIVACY_METRICS = (
+    TableMetric("reconstruction_psnr", "server's image reconstruction, PSNR (dB, best attack)", False, False),
+    TableMetric("mean_image_psnr", "PSNR of guessing the mean image (dB, reference)", False, False),
+    TableMetric("reconstruction_ssim", "server's image reconstruction, SSIM (best attack)", False, False),
+    TableMetric("reconstruction_class_accuracy", "class kept in the reconstructions (classifier accuracy)", False, False),
+    TableMetric("label_accuracy", "server's label recovery (best of its probes)", False, False),
+)
+
+
+ALL_METRICS = METRICS + PRIVACY_METRICS
+
 
 @dataclass(frozen=True)
 class Row:
@@ -69,6 +82,7 @@ def cell_values(
         for domain in domains
     }
     values["latency"] = float(metrics.get("plan/latency_s", math.nan))
+    values.update({m.name: float(metrics.get(f"privacy/{m.name}", math.nan)) for m in PRIVACY_METRICS})
     rounds = [up + down for up, down in zip(bytes_up, bytes_down)]
     values["bytes"] = sum(rounds) / len(rounds) if rounds else math.nan
     return values
@@ -86,15 +100,17 @@ def mean_std(samples: Sequence[float]) -> tuple[float, float]:
 def summarize(
     cells: Mapping[tuple[str, str], Sequence[Mapping[str, float]]],
     domains: Mapping[str, Sequence[str]],
+    metrics: Sequence[TableMetric] = METRICS,
 ) -> list[Row]:
-    """The table's rows from every (scenario, method)'s per-seed `cell_values`, with ``domains`` per scenario.
+    """The table's rows of ``metrics`` from every (scenario, method)'s per-seed `cell_values`, with ``domains`` per
+    scenario.
 
     A per-domain metric gets one row per domain and one for the mean over domains (taken per seed,
     so its std is over seeds too).
     """
     rows = []
     for (scenario, method), seeds in cells.items():
-        for metric in METRICS:
+        for metric in metrics:
             if not metric.per_domain:
                 rows.append(Row(scenario, metric.name, "", method, *mean_std([s[metric.name] for s in seeds]), len(seeds)))
                 continue
@@ -138,8 +154,8 @@ def _gain_text(value: float | None) -> str:
 def markdown_table(rows: Sequence[Row], ours: str | None, labels: Mapping[str, str] | None = None) -> str:
     """One Markdown table per scenario: a row per metric and domain, a column per method (mean ± std over
     seeds), which direction is better, and our gain over each other method."""
-    labels = {m.name: m.label for m in METRICS} | dict(labels or {})
-    direction = {m.name: m.better for m in METRICS}
+    labels = {m.name: m.label for m in ALL_METRICS} | dict(labels or {})
+    direction = {m.name: m.better for m in ALL_METRICS}
     gain = gains(rows, ours) if ours else {}
     sections = []
     for scenario in dict.fromkeys(r.scenario for r in rows):
@@ -163,7 +179,7 @@ def markdown_table(rows: Sequence[Row], ours: str | None, labels: Mapping[str, s
 def csv_table(rows: Sequence[Row], ours: str | None) -> str:
     """The table in long form, one line per number, with our gain over that method (empty for ours)."""
     gain = gains(rows, ours) if ours else {}
-    direction = {m.name: m.better for m in METRICS}
+    direction = {m.name: m.better for m in ALL_METRICS}
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["scenario", "metric", "domain", "better", "method", "mean", "std", "seeds", "gain_pct_of_ours"])

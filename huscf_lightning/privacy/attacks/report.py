@@ -60,6 +60,8 @@ class AttackSettings:
     disjoint from every client's training data) or a domain's name (its test split). ``seed`` drives the batch
     drawn, the server's noise, the initial weights and every attack's initialisation. ``classifier_epochs`` and
     ``classifier_cache``: the domain classifier that judges the reconstructions (`domain_classifier`).
+    ``clients_per_domain``: attack only the first that many attackable clients of each domain (None: all);
+    ``at_initialisation``: also attack the untrained networks (`attack_at_initialisation`, in `record.attack_run`).
     """
 
     batch_size: int = 64
@@ -70,6 +72,8 @@ class AttackSettings:
     seed: int = 0
     classifier_epochs: int = DEFAULT_CLASSIFIER_EPOCHS
     classifier_cache: str = DEFAULT_CACHE_DIR
+    clients_per_domain: int | None = None
+    at_initialisation: bool = True
 
     def validate(self) -> None:
         """Raise an `AttackError` naming the fix for settings no attack can use."""
@@ -77,6 +81,11 @@ class AttackSettings:
             raise AttackError(
                 f"AttackSettings.batch_size must be an int >= 2 (the heads' batch norms need two images); got "
                 f"{self.batch_size!r}. Use the run's data.batch_size."
+            )
+        if self.clients_per_domain is not None and not (isinstance(self.clients_per_domain, int) and self.clients_per_domain >= 1):
+            raise AttackError(
+                f"AttackSettings.clients_per_domain must be a whole number >= 1, or None for every client; got "
+                f"{self.clients_per_domain!r}."
             )
         self.inversion.validate()
         self.decoder.validate()
@@ -111,6 +120,15 @@ def _attack(model: nn.Module, datamodule: Any, settings: AttackSettings | None, 
     settings.validate()
     if clients is None:
         clients = [i for i in range(model.num_clients) if is_attackable(model, i)]
+        if settings.clients_per_domain is not None:
+            taken: dict[str, int] = {}
+            chosen = []
+            for i in clients:
+                domain = model.client_domains[i]
+                if taken.get(domain, 0) < settings.clients_per_domain:
+                    taken[domain] = taken.get(domain, 0) + 1
+                    chosen.append(i)
+            clients = chosen
         if not clients:
             raise AttackError(
                 "No client of this model sends the server head activations of both networks (every cut keeps a "
