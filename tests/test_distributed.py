@@ -256,6 +256,19 @@ def test_partial_participation_on_two_processes_trains_what_one_process_trains(t
 
 
 @pytest.mark.slow
+def test_masked_aggregation_on_two_processes_trains_what_one_process_trains(tmp_path) -> None:
+    """Each rank masks its own clients' contributions and the masked sums are added over ranks (int64, modulo
+    2^64), so the fixed-point averages, hence the weights, are those of one process. One round ending in a
+    clustered aggregation, so the comparison is of the aggregation (atol 1e-9 as the other fits)."""
+    args = ("--model.rounds=1", "--model.federation.warmup_rounds=0", "--model.privacy.masked_aggregation=true", *QUIET)
+    for devices in (1, 2):
+        done = _fit(tmp_path / str(devices), devices, *args)
+        assert done.returncode == 0, done.stderr[-3000:]
+    one, two = _checkpoint(tmp_path / "1"), _checkpoint(tmp_path / "2")
+    _assert_same_training_state(one, two)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["md_gan", "centralized"])
 def test_the_baselines_on_two_processes_train_what_one_process_trains(tmp_path, mode) -> None:
     """MD-GAN (labels drawn by the server for every client, generated batches sent down) and the centralized

@@ -163,6 +163,12 @@ class HuSCFGAN(pl.LightningModule):
                                    progress_bar=self.trainer.progress_bar_callback is not None)
         else:
             check_processes(self.trainer, self.num_clients, self.federation.participation)
+        if self.privacy.noisy and self.sharded:
+            raise ConfigError(
+                "model.privacy.noise_multiplier > 0 runs in one process only: the noise is one seeded stream, and every "
+                "process of a sharded run would draw the same values for its own clients, which a server could subtract "
+                "away. Train the noisy run on one process (--trainer.devices=1), or turn the noise off."
+            )
         if self.roster.shard((self.G, self.D), self.templates.block_input_shapes):
             self._g_params = None
 

@@ -97,19 +97,25 @@ def ring_groups(groups: Tensor) -> dict[int, list[int]]:
 
 def client_masks(session: MaskSession, columns: Sequence[int], groups: Tensor, numel: int, readable: bool) -> Tensor:
     """(len(columns), numel) int64: the mask each of ``columns`` adds to its contribution (computed by the client
-    from its own keys: its two ring edges, and its group's key when it leads the group and ``readable`` is False)."""
+    from its own keys: its two ring edges, and its group's key when it leads the group and ``readable`` is False).
+    A ring of one has one edge from its member to itself, which it adds and subtracts: its mask is the group's."""
     rings = ring_groups(groups)
-    masks = torch.zeros(len(columns), numel, dtype=torch.int64)
+    out_edges, in_edges, leaders = [], [], []
     for row, column in enumerate(columns):
         group = int(groups[column])
         ring = rings[group]
         place = ring.index(column)
-        after, before = ring[(place + 1) % len(ring)], ring[place - 1]
-        if len(ring) > 1:
-            masks[row] += session.stream("edge", column, after, numel=numel)
-            masks[row] -= session.stream("edge", before, column, numel=numel)
+        out_edges.append((column, ring[(place + 1) % len(ring)]))
+        in_edges.append((ring[place - 1], column))
         if not readable and place == 0:
-            masks[row] += session.stream("group", group, *ring, numel=numel)
+            leaders.append((row, group))
+    # each edge's stream drawn once here, though both of its ends use it
+    edges = list(dict.fromkeys(out_edges + in_edges))
+    index = {edge: i for i, edge in enumerate(edges)}
+    streams = torch.stack([session.stream("edge", *edge, numel=numel) for edge in edges])
+    masks = streams[[index[e] for e in out_edges]] - streams[[index[e] for e in in_edges]]
+    for row, group in leaders:
+        masks[row] += session.stream("group", group, *rings[group], numel=numel)
     return masks
 
 

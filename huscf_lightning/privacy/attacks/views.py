@@ -58,7 +58,7 @@ def _check_model(model: nn.Module) -> None:
     if getattr(model, "plan", None) is None or model.G is None or model.D is None:
         raise AttackError(
             "The model has no clients yet, so there is no traffic to attack; train it, load it from a checkpoint "
-            "(huscf_lightning.cli.evaluate.load_run) or call model.configure_clients(...) first."
+            "(huscf_lightning.engine.saved_run.load_run) or call model.configure_clients(...) first."
         )
 
 
@@ -108,14 +108,13 @@ def head_path(model: nn.Module, network: Network, client: int, weights: Weights 
             "both networks (a head of 0 blocks, or a whole network kept on one side), so there is none to attack; "
             "attack a client whose cut splits both networks (huscf_lightning.privacy.attacks.is_attackable)."
         )
-    split = getattr(model, network)
-    if weights == "client":
-        blocks = [split.client_block(client, j) for j in range(head)]
-    elif weights == "initial":
-        fresh = initial_network(model, network, seed)
-        blocks = [copy.deepcopy(fresh.blocks[j]) for j in range(head)]
-    else:
-        raise AttackError(f"weights must be 'client' or 'initial'; got {weights!r}.")
+    if weights not in WEIGHTS_USED:
+        raise AttackError(f"weights must be one of {list(WEIGHTS_USED)}; got {weights!r}.")
+    source = {  # the weights the server saw at aggregation, or a fresh seeded initialisation
+        "client": lambda: [getattr(model, network).client_block(client, j) for j in range(head)],
+        "initial": lambda: [copy.deepcopy(block) for block in initial_network(model, network, seed).blocks[:head]],
+    }
+    blocks = source[weights]()
     path = HeadPath(blocks).train()
     path.requires_grad_(False)
     return path
