@@ -195,3 +195,26 @@ def test_a_defence_that_cannot_apply_is_refused_before_a_run_exists(tmp_path, mo
 def test_the_module_refuses_a_defence_its_method_cannot_use() -> None:
     with pytest.raises(ConfigError, match="masked_aggregation"):
         HuSCFGAN(federation=FederationSpec(mode="local"), privacy=PrivacySpec(masked_aggregation=True))
+
+
+def test_private_initialisation_gives_each_client_its_own_initial_blocks_and_leaves_the_servers(tmp_path) -> None:
+    from huscf_lightning import PlanSpec
+
+    def built(private: bool) -> HuSCFGAN:
+        torch.manual_seed(0)
+        model = HuSCFGAN(plan=PlanSpec(source="uniform", cut=[1, 1, 1, 1]), seed=5,
+                         privacy=PrivacySpec(private_initialisation=private))
+        model.configure_clients(["digits"] * 3, [16] * 3, progress_bar=False)
+        return model
+
+    shared, private = built(False), built(True)
+    for name in ("G", "D"):
+        plain, own = getattr(shared, name), getattr(private, name)
+        heads = [own.client_state(c) for c in range(3)]
+        key = next(k for k in heads[0] if heads[0][k].is_floating_point() and heads[0][k].dim() > 1)
+        assert all(torch.equal(plain.client_state(c)[key], plain.client_state(0)[key]) for c in range(3))
+        assert not torch.equal(heads[0][key], heads[1][key]) and not torch.equal(heads[0][key], plain.client_state(0)[key])
+        for (k, a), b in zip(plain.server_blocks.state_dict().items(), own.server_blocks.state_dict().values()):
+            assert torch.equal(a, b), k  # the server's own blocks keep the shared initialisation
+    again = built(True)  # seeded: the same private weights for the same run seed
+    assert all(torch.equal(a, b) for a, b in zip(private.D.state_dict().values(), again.D.state_dict().values()))

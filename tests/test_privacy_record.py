@@ -121,3 +121,21 @@ def test_a_comparison_attacks_new_cells_and_cells_finished_before_attacks_were_a
     assert "server's image reconstruction, PSNR" in second.markdown and "label recovery" in second.markdown
     artifacts = [a.path for a in client.list_artifacts(second.parent_run_id, "charts")]
     assert "charts/tradeoff.png" in artifacts
+
+
+def test_the_attackers_initial_weights_are_the_runs_own_initialisation(tmp_path, monkeypatch) -> None:
+    """Masked aggregation leaves the server the initial weights only; those are the run's own (a shared
+    initialisation), rebuilt from its seed: a fit at a learning rate of 1e-12 still holds them."""
+    from huscf_lightning.privacy.attacks import head_path
+
+    monkeypatch.chdir(tmp_path)
+    cli = run_cli(["fit", "--config", TINY, f"--trainer.default_root_dir={tmp_path}", "--model.rounds=1",
+                   "--trainer.logger=false", "--model.lr_g=1e-12", "--model.lr_d=1e-12", "--seed_everything=3",
+                   "--model.evaluation.metrics=[]", "--model.evaluation.utility_samples=0",
+                   "--model.evaluation.sample_grids=false"])
+    for network in ("G", "D"):
+        trained, initial = head_path(cli.model, network, 0, "client"), head_path(cli.model, network, 0, "initial")
+        unrelated = head_path(cli.model, network, 0, "initial", seed=4)
+        for (name, a), b, c in zip(trained.named_parameters(), initial.parameters(), unrelated.parameters()):
+            assert float((a - b).abs().max()) < 1e-9, (network, name)
+            assert float((a - c).abs().max()) > 1e-3, (network, name)

@@ -35,7 +35,13 @@ from huscf_lightning.compare.table import (
 )
 from huscf_lightning.engine.saved_run import load_run
 from huscf_lightning.engine.tracking import check_tracking_uri, open_experiment
-from huscf_lightning.privacy.attacks.record import attack_run, log_leakage_to, logged_checkpoint
+from huscf_lightning.privacy.attacks.record import (
+    ATTACKS_VERSION,
+    VERSION_TAG,
+    attack_run,
+    log_leakage_to,
+    logged_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +159,9 @@ def _run_cell(
 
 
 def _attack_finished_cell(client: MlflowClient, run: Run, attacks: Mapping[str, Any]) -> None:
-    """A cell finished before attacks were asked for: attack its logged last checkpoint, into its run."""
-    if f"privacy/{PRIVACY_METRICS[0].name}" in run.data.metrics:
+    """A cell finished before attacks were asked for (or attacked by an older version of them): attack its logged
+    last checkpoint, into its run."""
+    if run.data.tags.get(VERSION_TAG) == ATTACKS_VERSION:
         return
     with tempfile.TemporaryDirectory(prefix="huscf-attack-") as folder:
         path = logged_checkpoint(client, run.info.run_id, Path(folder))

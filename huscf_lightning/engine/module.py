@@ -28,6 +28,8 @@ from huscf_lightning.federation.rounds import RoundSchedule
 from huscf_lightning.federation.strategy import FederationStrategy, build_strategy
 from huscf_lightning.nets import BlockNetwork, ReferenceDiscriminator, ReferenceGenerator
 from huscf_lightning.privacy import PrivacySpec
+from huscf_lightning.privacy.initialisation import initialise_privately
+from huscf_lightning.privacy.masking import client_secret
 from huscf_lightning.privacy.noise import NoisyWire
 from huscf_lightning.privacy.nopeek import NoPeek
 from huscf_lightning.split.network import SplitNetwork
@@ -143,6 +145,9 @@ class HuSCFGAN(pl.LightningModule):
             plan, self.plan_report = build_plan(self.plan_spec, roster.num_clients, networks, self.seed,
                                                 strategy.needs_features, progress_bar, strategy.placement)
         G, D = roster.split_networks(plan, self.templates, self.wire, self.batch_clients)
+        if self.privacy.private_initialisation:
+            for net in (G, D):
+                initialise_privately(net, client_secret(self.seed))
         self.features = RoundFeatures(clustering_feature_block(self.strategy, D, plan))
         self.roster, self.G, self.D = roster, G, D
         self.noise.manual_seed(self.seed)

@@ -24,6 +24,8 @@ class PrivacySpec:
     ``masked_aggregation``: the clients' own blocks are averaged under additive masks (`privacy.masking`): the
     server sums values it cannot read and only a group's members can remove the masks from the group's sum.
     The server's own blocks are averaged as without it.
+    ``private_initialisation``: every client starts the blocks it holds from initial weights of its own
+    (`privacy.initialisation`), which the server never learns; the server's blocks keep the shared initialisation.
     ``noise_multiplier``: Gaussian noise on what a client sends over a cut (its heads' activations and, with
     ``noise_on_gradients``, the gradients its tails return), each sample first clipped to an L2 norm of
     ``clip`` times the square root of its number of values (``clip`` is a per-value RMS bound; gradients use
@@ -33,6 +35,7 @@ class PrivacySpec:
     """
 
     masked_aggregation: bool = False
+    private_initialisation: bool = False
     noise_multiplier: float = 0.0
     clip: float = 1.0
     noise_on_gradients: bool = True
@@ -46,7 +49,7 @@ class PrivacySpec:
     @property
     def active(self) -> bool:
         """Whether any defence is on."""
-        return self.masked_aggregation or self.noisy or self.nopeek_weight > 0
+        return self.masked_aggregation or self.private_initialisation or self.noisy or self.nopeek_weight > 0
 
     def validate(self) -> None:
         """Raise a `ConfigError` naming the fix for a value no defence can use."""

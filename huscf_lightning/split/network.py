@@ -257,6 +257,17 @@ class SplitNetwork(nn.Module):
             copied = with_tensors(plain, {name: t.to(self._device()).clone() for name, t in state.items()})
         return copied.train(self.training)
 
+    def fresh_block(self, block: int, seed: int) -> nn.Module:
+        """A newly initialised copy of ``block`` (every submodule's ``reset_parameters`` under ``seed``; the global
+        RNG is left as it was), on the CPU in the template's dtype."""
+        fresh = copy.deepcopy(self._plain.blocks[block])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for module in fresh.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+        return fresh
+
     def client_path(self, client: int) -> BlockNetwork:
         """The unsplit network ``client`` (global index) computes with: copies of its own blocks (`client_block`)
         around the server's shared blocks."""

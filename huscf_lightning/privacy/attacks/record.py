@@ -31,6 +31,10 @@ from huscf_lightning.privacy.attacks.views import AttackError
 log = logging.getLogger(__name__)
 
 _NESTED = {"inversion": InversionSettings, "decoder": DecoderSettings, "probe": ProbeSettings}
+# Tagged on every attacked run: a comparison re-attacks a finished cell whose results an older version of the
+# attacks produced (2: a masked run's attacker holds the run's own initial weights, not an unrelated network's).
+ATTACKS_VERSION = "2"
+VERSION_TAG = "privacy.attacks_version"
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,7 @@ def log_leakage_to(client: MlflowClient, run_id: str, report: LeakageReport) -> 
     client.log_dict(run_id, {"trained": report.trained, "initialisation": report.initial, "summary": report.summary},
                     "privacy/attacks.json")
     client.log_text(run_id, leakage_markdown(report), "privacy/attacks.md")
+    client.set_tag(run_id, VERSION_TAG, ATTACKS_VERSION)
 
 
 def leakage_destination(tracking_uri: str, run_id: str | None, ckpt_path: str) -> MlflowClient:

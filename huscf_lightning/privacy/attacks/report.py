@@ -58,7 +58,7 @@ class AttackSettings:
     since train-mode batch norm makes an activation depend on its batch). ``public``: the labelled images the
     server holds for the decoder and the D-head probe: ``"test_split"`` (the attacked client's domain's test split,
     disjoint from every client's training data) or a domain's name (its test split). ``seed`` drives the batch
-    drawn, the server's noise, the initial weights and every attack's initialisation. ``classifier_epochs`` and
+    drawn, the server's noise and every attack's initialisation (the initial weights are the run's own). ``classifier_epochs`` and
     ``classifier_cache``: the domain classifier that judges the reconstructions (`domain_classifier`).
     ``clients_per_domain``: attack only the first that many attackable clients of each domain (None: all);
     ``at_initialisation``: also attack the untrained networks (`attack_at_initialisation`, in `record.attack_run`).
@@ -101,17 +101,19 @@ def attack_model(model: nn.Module, datamodule: Any, settings: AttackSettings | N
     assume, by default the model's own ``model.privacy``.
     """
     spec = privacy_of(model, privacy)
-    attacker = "initial" if spec.masked_aggregation else "client"
+    attacker = "client" if not spec.masked_aggregation else "unrelated" if spec.private_initialisation else "initial"
     return _attack(model, datamodule, settings, clients, spec, "client", attacker, "trained")
 
 
 def attack_at_initialisation(model: nn.Module, datamodule: Any, settings: AttackSettings | None = None,
                              clients: list[int] | None = None, privacy: PrivacySpec | None = None
                              ) -> list[dict[str, Any]]:
-    """`attack_model`'s rows against a freshly initialised, untrained copy of the networks on the same plan (the
-    traffic computed with initial weights, which the server knows, so it attacks with exactly those)."""
-    return _attack(model, datamodule, settings, clients, privacy_of(model, privacy), "initial", "initial",
-                   "initialisation")
+    """`attack_model`'s rows against the run's networks at initialisation on the same plan (the traffic computed
+    with the initial weights, which the server knows, so it attacks with exactly those)."""
+    spec = privacy_of(model, privacy)
+    # private initialisation: the clients' initial heads are unknown to the server, as an unrelated network is
+    known = "unrelated" if spec.private_initialisation else "initial"
+    return _attack(model, datamodule, settings, clients, spec, known, known, "initialisation")
 
 
 def _attack(model: nn.Module, datamodule: Any, settings: AttackSettings | None, clients: list[int] | None,
@@ -183,8 +185,11 @@ def _attack_client(model: nn.Module, datamodule: Any, client: int, settings: Att
                    traffic: Weights, attacker: Weights, classifiers: dict[str, SmallCNN]) -> dict[str, Any]:
     seed, batch_size = settings.seed, settings.batch_size
     domain = model.client_domains[client]
-    d_client, g_client = head_path(model, "D", client, traffic, seed), head_path(model, "G", client, traffic, seed)
-    d_head, g_head = head_path(model, "D", client, attacker, seed), head_path(model, "G", client, attacker, seed)
+    # "initial" weights are the run's own initialisation, which the server knows (`views.initial_network`)
+    # and "unrelated" ones are seeded apart: the clients' private initialisation, and the server's guess at it
+    traffic_seed, attacker_seed = (seed + 101, seed + 202) if attacker == "unrelated" else (None, None)
+    d_client, g_client = (head_path(model, net, client, traffic, traffic_seed) for net in ("D", "G"))
+    d_head, g_head = (head_path(model, net, client, attacker, attacker_seed) for net in ("D", "G"))
     reference = next(iter(d_client.parameters()))
     device, dtype = reference.device, reference.dtype
     real, labels = _real_batch(datamodule, client, batch_size, seed)

@@ -4,7 +4,8 @@ The server receives client ``i``'s head activations: the output of its discrimin
 of its generator head on its noise and labels, both computed in train mode (batch norm on the batch's own
 statistics), with `clip_and_noise` applied first when the run's noise defence is on. At every aggregation it
 also reads the client's head weights, unless ``masked_aggregation`` hides them: it then knows only the initial
-weights (`initial_network`). Everything here works on copies: the model is never changed.
+weights, the run's own initialisation rebuilt from its seed (`initial_network`). Everything here works on
+copies: the model is never changed.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from huscf_lightning.privacy.noise import clip_and_noise
 from huscf_lightning.privacy.spec import PrivacySpec
 
 Network = Literal["G", "D"]
-Weights = Literal["client", "initial"]
+Weights = Literal["client", "initial", "unrelated"]
 
-WEIGHTS_USED = {"client": "client weights at last aggregation", "initial": "initial weights"}
+WEIGHTS_USED = {"client": "client weights at last aggregation", "initial": "initial weights",
+                "unrelated": "an unrelated initialisation"}
 """How a report names the head weights an attack used."""
 
 
@@ -86,21 +88,29 @@ def is_attackable(model: nn.Module, client: int) -> bool:
     return True
 
 
-def initial_network(model: nn.Module, network: Network, seed: int) -> BlockNetwork:
-    """A freshly initialised, untrained copy of ``network``'s template, seeded (the global RNG is left as it was),
-    on the model's device and dtype: the weights the server knows when it never sees the trained ones."""
-    template = model.generator_template if network == "G" else model.discriminator_template
+def initial_network(model: nn.Module, network: Network, seed: int | None = None) -> BlockNetwork:
+    """``network``'s initial weights (the global RNG is left as it was), on the model's device and dtype. With
+    ``seed`` None, the run's own: rebuilt as the CLI built them, the generator then the discriminator right after
+    ``seed_everything(model.seed)`` (a shared initialisation is what a server knows even when it never sees the
+    trained weights); with a ``seed``, an unrelated network seeded by it."""
+    templates = {"G": model.generator_template, "D": model.discriminator_template}
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        fresh = type(template)(**template.init_args)
+        torch.manual_seed(model.seed if seed is None else seed)
+        if seed is None:
+            built = {name: type(t)(**t.init_args) for name, t in templates.items()}  # dict order: G, then D
+            fresh = built[network]
+        else:
+            fresh = type(templates[network])(**templates[network].init_args)
     reference = next(iter(getattr(model, network).parameters()))
     return fresh.to(device=reference.device, dtype=reference.dtype)
 
 
-def head_path(model: nn.Module, network: Network, client: int, weights: Weights = "client", seed: int = 0) -> HeadPath:
+def head_path(model: nn.Module, network: Network, client: int, weights: Weights = "client", seed: int | None = None
+              ) -> HeadPath:
     """``client``'s head of ``network`` as the attacker holds it: deep copies of the client's blocks as sent at the
-    last aggregation (``weights="client"``) or of a fresh network's (``"initial"``, seeded by ``seed``), in train
-    mode, with gradients off. Raises `AttackError` when the client sends no head activation of that network."""
+    last aggregation (``weights="client"``) or initial ones (``"initial"``: the run's own with ``seed`` None, else
+    an unrelated network seeded by ``seed``; `initial_network`), or ``"unrelated"`` ones (what a server has when
+    each client drew its own private initialisation: a network seeded by ``seed``), in train mode, with gradients off. Raises `AttackError` when the client sends no head activation of that network."""
     head = head_size(model, network, client)
     if not is_attackable(model, client):
         raise AttackError(
@@ -110,9 +120,10 @@ def head_path(model: nn.Module, network: Network, client: int, weights: Weights 
         )
     if weights not in WEIGHTS_USED:
         raise AttackError(f"weights must be one of {list(WEIGHTS_USED)}; got {weights!r}.")
-    source = {  # the weights the server saw at aggregation, or a fresh seeded initialisation
+    source = {  # the weights the server saw at aggregation, or initial ones
         "client": lambda: [getattr(model, network).client_block(client, j) for j in range(head)],
         "initial": lambda: [copy.deepcopy(block) for block in initial_network(model, network, seed).blocks[:head]],
+        "unrelated": lambda: [copy.deepcopy(block) for block in initial_network(model, network, seed or 1).blocks[:head]],
     }
     blocks = source[weights]()
     path = HeadPath(blocks).train()
@@ -133,7 +144,7 @@ def observe(head: nn.Module, inputs: Tensor, labels: Tensor, spec: PrivacySpec, 
 
 
 def observed_d_head(model: nn.Module, client: int, images: Tensor, labels: Tensor,
-                    generator: torch.Generator | None = None, weights: Weights = "client", seed: int = 0,
+                    generator: torch.Generator | None = None, weights: Weights = "client", seed: int | None = None,
                     privacy: PrivacySpec | None = None) -> Tensor:
     """The D-head activation the server receives for ``client``'s real batch (``images`` in [-1, 1], integer
     ``labels``), through the client's own head (or, ``weights="initial"``, the seeded initial one)."""
@@ -142,7 +153,7 @@ def observed_d_head(model: nn.Module, client: int, images: Tensor, labels: Tenso
 
 
 def observed_g_head(model: nn.Module, client: int, z: Tensor, labels: Tensor,
-                    generator: torch.Generator | None = None, weights: Weights = "client", seed: int = 0,
+                    generator: torch.Generator | None = None, weights: Weights = "client", seed: int | None = None,
                     privacy: PrivacySpec | None = None) -> Tensor:
     """The G-head activation the server receives for ``client``'s noise ``z`` (B, z_dim) and ``labels``."""
     head = head_path(model, "G", client, weights, seed)
