@@ -111,13 +111,14 @@ def test_a_comparison_attacks_new_cells_and_cells_finished_before_attacks_were_a
             "methods": {"plain": {}}, "scenarios": {"tiny": {"data": base["data"]}}, "fixed": {"model.plan.source": "uniform"}}
     first = run_comparison(compare_from_mapping(spec, folder=tmp_path))
     assert "server's image reconstruction" not in first.markdown
-    spec |= {"privacy_attacks": FAST, "methods": {"plain": {}, "masked": {"model.privacy.masked_aggregation": True}}}
+    hidden = {"model.privacy.masked_aggregation": True, "model.privacy.private_initialisation": True}
+    spec |= {"privacy_attacks": FAST, "methods": {"plain": {}, "hidden": hidden}}
     second = run_comparison(compare_from_mapping(spec, folder=tmp_path))
     assert [o.state for o in second.outcomes] == ["skipped", "finished"]
     client = MlflowClient(spec["tracking_uri"])
     psnr = {o.cell.method: client.get_run(o.run_id).data.metrics["privacy/reconstruction_psnr"] for o in second.outcomes}
-    # the attacker of a masked run never saw the heads' trained weights: it reconstructs far worse
-    assert psnr["plain"] > psnr["masked"] + 5, psnr
+    # the attacker of a masked run with private initial weights never held any of the heads': it does far worse
+    assert psnr["plain"] > psnr["hidden"] + 5, psnr
     assert "server's image reconstruction, PSNR" in second.markdown and "label recovery" in second.markdown
     artifacts = [a.path for a in client.list_artifacts(second.parent_run_id, "charts")]
     assert "charts/tradeoff.png" in artifacts
