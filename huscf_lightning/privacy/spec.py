@@ -46,11 +46,6 @@ class PrivacySpec:
     def noisy(self) -> bool:
         return self.noise_multiplier > 0
 
-    @property
-    def active(self) -> bool:
-        """Whether any defence is on."""
-        return self.masked_aggregation or self.private_initialisation or self.noisy or self.nopeek_weight > 0
-
     def validate(self) -> None:
         """Raise a `ConfigError` naming the fix for a value no defence can use."""
         for name in ("noise_multiplier", "nopeek_weight"):

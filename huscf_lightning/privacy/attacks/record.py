@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import logging
 import math
 import statistics
 from collections.abc import Mapping
@@ -27,8 +26,6 @@ from huscf_lightning.privacy.attacks.inversion import InversionSettings
 from huscf_lightning.privacy.attacks.probe import ProbeSettings
 from huscf_lightning.privacy.attacks.report import AttackSettings, attack_at_initialisation, attack_model
 from huscf_lightning.privacy.attacks.views import AttackError
-
-log = logging.getLogger(__name__)
 
 _NESTED = {"inversion": InversionSettings, "decoder": DecoderSettings, "probe": ProbeSettings}
 # Tagged on every attacked run: a comparison re-attacks a finished cell whose results an older version of the
