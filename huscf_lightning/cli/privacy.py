@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="attack the first N clients of each domain (default: every client)")
     parser.add_argument("--inversion_steps", type=_at_least(1), default=500, help="Adam steps of the inversion (500)")
     parser.add_argument("--decoder_epochs", type=_at_least(1), default=15, help="epochs of the server's decoder (15)")
+    parser.add_argument("--public", default="test_split",
+                        help="the server's own labelled data: the attacked domain's test split (default), or a domain name")
     parser.add_argument("--skip_initialisation", action="store_true", help="do not attack the untrained networks too")
     parser.add_argument("--seed", type=int, default=0, help="seed of the attacks")
     parser.add_argument("--tracking_uri", default="sqlite:///mlflow.db",
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     settings = {
         "batch_size": args.batch_size, "seed": args.seed, "clients_per_domain": args.clients_per_domain,
         "at_initialisation": not args.skip_initialisation, "inversion": {"steps": args.inversion_steps},
-        "decoder": {"epochs": args.decoder_epochs},
+        "decoder": {"epochs": args.decoder_epochs}, "public": args.public,
     }
     report = attack_run(model, datamodule, settings)
     sys.stdout.write(leakage_markdown(report) + "\n")
