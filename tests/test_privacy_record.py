@@ -110,6 +110,9 @@ def test_a_comparison_attacks_new_cells_and_cells_finished_before_attacks_were_a
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     spec = {"name": "privacy", "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "base_config": "base.yaml",
             "methods": {"plain": {}}, "scenarios": {"tiny": {"data": base["data"]}}, "fixed": {"model.plan.source": "uniform"}}
+    with pytest.raises(AttackError, match="clients_per_domain"):  # before any cell trains: no run, no store
+        run_comparison(compare_from_mapping(spec | {"privacy_attacks": {"clients_per_domain": 0}}, folder=tmp_path))
+    assert not (tmp_path / "mlflow.db").exists()
     first = run_comparison(compare_from_mapping(spec, folder=tmp_path))
     assert "server's image reconstruction" not in first.markdown
     hidden = {"model.privacy.masked_aggregation": True, "model.privacy.private_initialisation": True}

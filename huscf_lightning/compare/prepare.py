@@ -17,6 +17,7 @@ from huscf_lightning.compare.spec import Cell, CompareError, CompareSpec, Scenar
 from huscf_lightning.config import FederationSpec, PrivacySpec
 from huscf_lightning.errors import ConfigError
 from huscf_lightning.federation.strategy import build_strategy
+from huscf_lightning.privacy.attacks.record import attack_settings
 from huscf_lightning.sweep import FitConfig
 from huscf_lightning.sweep.fit_config import mlflow_destination
 
@@ -117,6 +118,8 @@ def method_problem(config: Any) -> str | None:
 
 def prepare(spec: CompareSpec, scenario_folder: Path) -> PreparedComparison:
     """Check the whole comparison before any cell runs (inline scenarios are written into ``scenario_folder``)."""
+    if spec.privacy_attacks is not None:
+        attack_settings(spec.privacy_attacks)  # the attacks' settings, checked before the first cell trains
     fit = FitConfig(spec.base_config)
     fit.check_paths(list(spec.fixed), "The comparison's fixed:")
     _forbidden(list(spec.fixed), "The comparison's fixed:", allowed_data=True)
