@@ -141,6 +141,8 @@ def test_the_attackers_initial_weights_are_the_runs_own_initialisation(tmp_path,
     for network in ("G", "D"):
         trained, initial = head_path(cli.model, network, 0, "client"), head_path(cli.model, network, 0, "initial")
         unrelated = head_path(cli.model, network, 0, "initial", seed=4)
+        apart = []
         for (name, a), b, c in zip(trained.named_parameters(), initial.parameters(), unrelated.parameters()):
             assert float((a - b).abs().max()) < 1e-9, (network, name)
-            assert float((a - c).abs().max()) > 1e-3, (network, name)
+            apart.append(float((a - c).abs().max()))
+        assert max(apart) > 1e-3, network  # an unrelated seed draws other weights (batch norms start at 1 and 0 in both)
