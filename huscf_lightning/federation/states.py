@@ -50,13 +50,9 @@ def aggregate_network(
         server_average = _masked_average(client_side, weights.server_matrix, everyone, columns, masks, True)
         own = {key: t for key, t in shared.items() if key[0] not in held_blocks}
         server_average |= _plain_average(own, weights.server_matrix, columns)
-    elif columns is None:
-        group_averages = average_states(held, weights.client_matrix)
-        server_average = average_states(shared, weights.server_matrix)
     else:
-        index = torch.as_tensor(list(columns))
-        group_averages = _over_ranks(partial_average_states(held, weights.client_matrix, index))
-        server_average = _over_ranks(partial_average_states(shared, weights.server_matrix, index))
+        group_averages = _plain_average(held, weights.client_matrix, columns)
+        server_average = _plain_average(shared, weights.server_matrix, columns)
     groups = weights.client_groups if columns is None else weights.client_groups[torch.as_tensor(list(columns))]
     net.load_client_averages(group_averages, groups)
     net.load_server_average(server_average)
