@@ -17,6 +17,7 @@ import time
 
 import lightning.pytorch as pl
 import torch
+from many_clients import StepClock  # bench/ is the script's folder, first on sys.path
 
 from huscf_lightning.config import EvaluationSpec, FederationSpec, PlanSpec
 from huscf_lightning.data import DomainSpec, HuSCFDataModule
@@ -25,19 +26,6 @@ from huscf_lightning.federation.states import aggregate_network
 from huscf_lightning.federation.weights import clustered_aggregation
 from huscf_lightning.nets import ReferenceDiscriminator, ReferenceGenerator
 from huscf_lightning.privacy.masking import MaskSession, client_secret
-
-
-class StepClock(pl.Callback):
-    """Wall time of every training step."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.times.append(time.perf_counter() - self._start)
 
 
 def aggregation_seconds(model: HuSCFGAN, masked: bool, round_index: int) -> float:

@@ -11,17 +11,15 @@ initialisation.
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
 
+from huscf_lightning.privacy.masking import key_seed
 from huscf_lightning.split.network import SplitNetwork
 
 
 def client_block_seed(secret: int, network: str, client: int, block: int) -> int:
     """The seed of ``client``'s initial copy of ``block`` of ``network``."""
-    text = f"{secret}|init|{network}|{client}|{block}"
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)
+    return key_seed(f"{secret}|init|{network}|{client}|{block}")
 
 
 @torch.no_grad()

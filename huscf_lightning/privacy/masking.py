@@ -58,15 +58,24 @@ class MaskSession:
 
     def stream(self, kind: str, *ids: int, numel: int) -> Tensor:
         """A uniform int64 stream of ``numel`` values from the key (``kind``, ``ids``) of this aggregation."""
-        text = f"{self.secret}|{self.round_index}|{self.network}|{kind}|{'.'.join(map(str, ids))}"
-        seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)
+        seed = key_seed(f"{self.secret}|{self.round_index}|{self.network}|{kind}|{'.'.join(map(str, ids))}")
         return torch.randint(_LOW, _HIGH, (numel,), generator=torch.Generator().manual_seed(seed), dtype=torch.int64)
+
+
+def _digest(text: str) -> int:
+    """64 bits of SHA-256 of ``text``: a key derived from what names it."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+def key_seed(text: str) -> int:
+    """A torch generator seed (63 bits) from the key ``text`` names."""
+    return _digest(text) & (2**63 - 1)
 
 
 def client_secret(seed: int) -> int:
     """The simulation's stand-in for the clients' key agreement: a secret derived from the run's seed, read only
     by the client side of the aggregation."""
-    return int.from_bytes(hashlib.sha256(f"huscf-clients-{seed}".encode()).digest()[:8], "little")
+    return _digest(f"huscf-clients-{seed}")
 
 
 def encode(values: Tensor) -> Tensor:
